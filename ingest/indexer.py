@@ -1,0 +1,199 @@
+"""Idempotent, incremental indexing of documents into one collection.
+
+Documents go in batches: one Milvus query finds what is stored, unchanged
+documents are skipped by content hash, the rest are chunked and embedded
+together (so the embedder's batcher stays full), then upserted. Order matters
+for readers: new chunks are upserted before stale ones are deleted, so a query
+never finds a changed document missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ingest.chunking import Chunk, Chunker
+from ingest.documents import Document
+from ingest.store import ChunkStore
+from services.common import vector_schema as vs
+from services.common.corpus_generation import bump_generation
+from services.common.embeddings_client import EmbeddingsClient, EmbeddingsUnavailable
+from services.common.logs import get_logger
+
+_log = get_logger(__name__)
+
+Status = Literal["added", "updated", "unchanged", "deleted", "failed"]
+STATUSES: tuple[Status, ...] = ("added", "updated", "unchanged", "deleted", "failed")
+
+_EMBED_BATCH = 64
+_UPSERT_ROWS = 512
+
+
+@dataclass(frozen=True)
+class DocOutcome:
+    status: Status
+    chunks: int = 0
+    error: str = ""
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: int = 0
+    chunks: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def record(self, doc_id: str, outcome: DocOutcome) -> None:
+        setattr(self, outcome.status, getattr(self, outcome.status) + 1)
+        self.chunks += outcome.chunks
+        if outcome.error:
+            self.errors[doc_id] = outcome.error
+
+    def fail(self, name: str, error: str) -> None:
+        self.record(name, DocOutcome("failed", error=error))
+
+
+@dataclass
+class _Pending:
+    doc: Document
+    chunks: list[Chunk]
+    stale: set[str]
+    status: Status
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+class Indexer:
+    def __init__(
+        self,
+        store: ChunkStore,
+        embeddings: EmbeddingsClient,
+        redis: Any,
+        dim: int,
+        embed_concurrency: int = 4,
+    ) -> None:
+        self._store = store
+        self._embeddings = embeddings
+        self._redis = redis
+        self._dim = dim
+        self._embed_slots = asyncio.Semaphore(embed_concurrency)
+
+    async def ensure_collection(self, collection: str) -> bool:
+        return await self._store.ensure_collection(collection, self._dim)
+
+    async def index_batch(
+        self,
+        collection: str,
+        docs: Sequence[Document],
+        chunker: Chunker,
+        on_embedded: Callable[[int], None] | None = None,
+    ) -> dict[str, DocOutcome]:
+        """Index ``docs``; the outcome of each by doc id. Only dependency outages raise."""
+        outcomes: dict[str, DocOutcome] = {}
+        latest: dict[str, Document] = {}
+        for doc in docs:
+            if doc.doc_id in latest:
+                outcomes[doc.doc_id] = DocOutcome("failed", error="duplicate doc id in one batch")
+            latest[doc.doc_id] = doc
+        states = await self._store.doc_states(collection, list(latest))
+        pending: list[_Pending] = []
+        for doc_id, doc in latest.items():
+            state = states.get(doc_id)
+            if state is not None and state.current(doc.content_hash):
+                outcomes[doc_id] = DocOutcome("unchanged")
+                continue
+            try:
+                chunks = chunker.split(doc)
+                if not chunks:
+                    raise ValueError("document has no text to index")
+            except Exception as exc:  # one bad document fails alone
+                outcomes[doc_id] = DocOutcome("failed", error=_describe(exc))
+                continue
+            stale = (state.chunk_ids if state else set()) - {c.chunk_id for c in chunks}
+            pending.append(_Pending(doc, chunks, stale, "updated" if state else "added"))
+        if pending:
+            outcomes.update(await self._write(collection, pending, on_embedded))
+            if any(o.status in ("added", "updated") for o in outcomes.values()):
+                await bump_generation(self._redis, collection)
+        return outcomes
+
+    async def _write(
+        self, collection: str, pending: list[_Pending], on_embedded: Callable[[int], None] | None
+    ) -> dict[str, DocOutcome]:
+        try:
+            await self._embed_and_upsert(collection, pending, on_embedded)
+        except EmbeddingsUnavailable:
+            raise
+        except Exception as exc:
+            if len(pending) == 1:
+                return {pending[0].doc.doc_id: DocOutcome("failed", error=_describe(exc))}
+            # Something in the batch was refused: redo one by one so only the culprit fails.
+            _log.warning("batch_failed_retrying_singly", collection=collection, error=_describe(exc))
+            results: dict[str, DocOutcome] = {}
+            for item in pending:
+                results.update(await self._write(collection, [item], on_embedded))
+            return results
+        stale = sorted(cid for p in pending for cid in p.stale)
+        await self._store.delete_chunks(collection, stale)
+        return {p.doc.doc_id: DocOutcome(p.status, chunks=len(p.chunks)) for p in pending}
+
+    async def _embed_and_upsert(
+        self, collection: str, pending: list[_Pending], on_embedded: Callable[[int], None] | None
+    ) -> None:
+        texts = [c.text for p in pending for c in p.chunks]
+
+        async def embed(batch: list[str]) -> list[list[float]]:
+            async with self._embed_slots:
+                vectors = await self._embeddings.embed(batch)
+            if on_embedded is not None:
+                on_embedded(len(batch))
+            return vectors
+
+        # Several batches in flight keep the embedder's dynamic batcher busy.
+        batches = await asyncio.gather(
+            *(embed(texts[i : i + _EMBED_BATCH]) for i in range(0, len(texts), _EMBED_BATCH))
+        )
+        vectors = iter([v for batch in batches for v in batch])
+        rows = [
+            {
+                vs.CHUNK_ID: c.chunk_id,
+                vs.DOC_ID: p.doc.doc_id,
+                vs.DOC_HASH: p.doc.content_hash,
+                vs.CHUNK_INDEX: c.index,
+                vs.TEXT: c.text,
+                vs.TITLE: p.doc.title[:1024],
+                vs.SOURCE: p.doc.source[:2048],
+                vs.METADATA: {**p.doc.metadata, "headings": list(c.headings)}
+                if c.headings
+                else p.doc.metadata,
+                vs.DENSE: next(vectors),
+            }
+            for p in pending
+            for c in p.chunks
+        ]
+        for i in range(0, len(rows), _UPSERT_ROWS):
+            await self._store.upsert(collection, rows[i : i + _UPSERT_ROWS])
+
+    async def delete(self, collection: str, doc_id: str) -> bool:
+        if not await self._store.chunk_ids(collection, doc_id):
+            return False
+        await self._store.delete_document(collection, doc_id)
+        await bump_generation(self._redis, collection)
+        return True
+
+    async def prune(self, collection: str, keep: set[str]) -> list[str]:
+        """Delete every document of ``collection`` not in ``keep``; the ids deleted."""
+        gone = sorted(await self._store.all_doc_ids(collection) - keep)
+        for doc_id in gone:
+            await self._store.delete_document(collection, doc_id)
+        if gone:
+            await bump_generation(self._redis, collection)
+        return gone

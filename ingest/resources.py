@@ -1,0 +1,57 @@
+"""Open and close what an ingest process talks to: Milvus, the embedder, Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ingest.chunking import Chunker, chunker_for
+from ingest.collections import CollectionConfig, CollectionConfigs
+from ingest.config import IngestSettings
+from ingest.indexer import Indexer
+from ingest.jobs import JobStore
+from ingest.store import ChunkStore
+from services.common.embeddings_client import EmbeddingsClient
+
+
+@dataclass
+class IngestResources:
+    settings: IngestSettings
+    store: ChunkStore
+    embeddings: EmbeddingsClient
+    redis: Any
+    indexer: Indexer
+    configs: CollectionConfigs
+    jobs: JobStore
+
+    async def chunker(self, collection: str) -> Chunker:
+        config = await self.configs.get(collection)
+        return chunker_for(config.chunk_tokens, config.chunk_overlap_tokens)
+
+
+@asynccontextmanager
+async def open_resources(settings: IngestSettings) -> AsyncIterator[IngestResources]:
+    store = ChunkStore(settings.milvus_uri, settings.milvus_token, settings.dense_index)
+    # Long timeout: a big batch may wait behind others in the embedder's queue.
+    embeddings = EmbeddingsClient(settings.embedder_url, settings.embedding_model, timeout_s=120.0)
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        yield IngestResources(
+            settings=settings,
+            store=store,
+            embeddings=embeddings,
+            redis=redis,
+            indexer=Indexer(store, embeddings, redis, settings.embedding_dim),
+            configs=CollectionConfigs(
+                redis, CollectionConfig(settings.chunk_tokens, settings.chunk_overlap_tokens)
+            ),
+            jobs=JobStore(redis, settings.job_ttl_s),
+        )
+    finally:
+        await embeddings.aclose()
+        await redis.aclose()
+        store.close()

@@ -1,0 +1,181 @@
+"""Chunk storage in a Milvus collection (Milvus Lite server or a real cluster, by URI)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common import vector_schema as vs
+from services.common.milvus_connect import connect_milvus
+from services.common.milvus_expr import field_equals, field_in
+
+# Milvus caps one query's offset + limit at 16,384 rows.
+_QUERY_WINDOW = 16_384
+
+
+@dataclass
+class DocState:
+    """What the collection holds for one document now."""
+
+    hashes: set[str] = field(default_factory=set)
+    chunk_ids: set[str] = field(default_factory=set)
+
+    def current(self, digest: str) -> bool:
+        # Every chunk must carry the hash: a run killed between upsert and stale-chunk
+        # removal leaves mixed hashes, and the document must then be indexed again.
+        return self.hashes == {digest}
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    doc_id: str
+    title: str
+    source: str
+    content_hash: str
+    metadata: dict[str, Any]
+
+
+class ChunkStore:
+    def __init__(self, uri: str, token: str = "", dense_index: str = "AUTOINDEX") -> None:
+        self._uri = uri
+        self._token = token
+        self._dense_index = dense_index
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _connected(self) -> Any:
+        # Connect on first use, and again after a failed attempt: a process started while
+        # Milvus is down must not crash, and must recover once Milvus is back.
+        with self._lock:
+            if self._client is None:
+                self._client = connect_milvus(self._uri, self._token)
+            return self._client
+
+    async def _run(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        def call() -> Any:
+            return getattr(self._connected(), method)(*args, **kwargs)
+
+        return await asyncio.to_thread(call)
+
+    async def ensure_collection(self, name: str, dim: int) -> bool:
+        """Create the collection if missing; True when it was created."""
+        if await self.exists(name):
+            return False
+
+        def create() -> None:
+            client = self._connected()
+            client.create_collection(
+                name,
+                schema=vs.build_schema(dim),
+                index_params=vs.build_index_params(client, self._dense_index),
+                consistency_level="Strong",
+            )
+
+        await asyncio.to_thread(create)
+        return True
+
+    async def exists(self, name: str) -> bool:
+        return bool(await self._run("has_collection", name))
+
+    async def list_collections(self) -> list[str]:
+        return sorted(await self._run("list_collections"))
+
+    async def drop_collection(self, name: str) -> None:
+        await self._run("drop_collection", name)
+
+    async def _query(
+        self, collection: str, expr: str, fields: list[str], **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._run(
+            "query",
+            collection,
+            filter=expr,
+            output_fields=fields,
+            consistency_level="Strong",
+            **kwargs,
+        )
+        return rows
+
+    async def doc_states(self, collection: str, doc_ids: Sequence[str]) -> dict[str, DocState]:
+        """Hashes and chunk ids stored for each of ``doc_ids`` (absent ones are left out)."""
+        states: dict[str, DocState] = {}
+        if not doc_ids:
+            return states
+        rows = await self._query(
+            collection,
+            field_in(vs.DOC_ID, doc_ids),
+            [vs.DOC_ID, vs.DOC_HASH, vs.CHUNK_ID],
+            limit=_QUERY_WINDOW,
+        )
+        if len(rows) >= _QUERY_WINDOW and len(doc_ids) > 1:
+            # The window may have cut some rows off: ask again in halves.
+            half = len(doc_ids) // 2
+            return {
+                **await self.doc_states(collection, doc_ids[:half]),
+                **await self.doc_states(collection, doc_ids[half:]),
+            }
+        for row in rows:
+            state = states.setdefault(row[vs.DOC_ID], DocState())
+            state.hashes.add(row[vs.DOC_HASH])
+            state.chunk_ids.add(row[vs.CHUNK_ID])
+        return states
+
+    async def chunk_ids(self, collection: str, doc_id: str) -> set[str]:
+        state = (await self.doc_states(collection, [doc_id])).get(doc_id)
+        return state.chunk_ids if state else set()
+
+    async def list_documents(
+        self, collection: str, offset: int = 0, limit: int = 100
+    ) -> list[StoredDocument]:
+        # Every document has exactly one chunk 0, so it lists each document once.
+        rows = await self._query(
+            collection,
+            f"{vs.CHUNK_INDEX} == 0",
+            [vs.DOC_ID, vs.TITLE, vs.SOURCE, vs.DOC_HASH, vs.METADATA],
+            offset=offset,
+            limit=limit,
+        )
+        docs = [
+            StoredDocument(r[vs.DOC_ID], r[vs.TITLE], r[vs.SOURCE], r[vs.DOC_HASH], r[vs.METADATA] or {})
+            for r in rows
+        ]
+        return sorted(docs, key=lambda d: d.doc_id)
+
+    async def all_doc_ids(self, collection: str) -> set[str]:
+        def collect() -> set[str]:
+            # An iterator, because offset + limit may not pass the query window.
+            iterator = self._connected().query_iterator(
+                collection, batch_size=4096, filter=f"{vs.CHUNK_INDEX} == 0", output_fields=[vs.DOC_ID]
+            )
+            ids: set[str] = set()
+            try:
+                while batch := iterator.next():
+                    ids.update(r[vs.DOC_ID] for r in batch)
+            finally:
+                iterator.close()
+            return ids
+
+        result: set[str] = await asyncio.to_thread(collect)
+        return result
+
+    async def upsert(self, collection: str, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self._run("upsert", collection, list(rows))
+
+    async def delete_chunks(self, collection: str, chunk_ids: Sequence[str]) -> None:
+        if chunk_ids:
+            await self._run("delete", collection, filter=field_in(vs.CHUNK_ID, chunk_ids))
+
+    async def delete_document(self, collection: str, doc_id: str) -> None:
+        await self._run("delete", collection, filter=field_equals(vs.DOC_ID, doc_id))
+
+    async def count(self, collection: str) -> int:
+        rows = await self._query(collection, "", ["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

@@ -1,0 +1,127 @@
+"""``python -m ingest.worker``: runs ingest jobs from the Redis queue.
+
+Delivery is at least once: a worker killed mid-job stops heartbeating, another
+worker's sweep re-queues the job, and the re-run skips what is already indexed
+(content hashes), so the end state has no duplicate and no missing chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from functools import partial
+
+from saq import Worker
+from saq.types import Context, PartialTimersDict
+
+from ingest.chunking import chunker_for
+from ingest.config import IngestSettings
+from ingest.indexer import DocOutcome
+from ingest.jobs import JobInput
+from ingest.loaders import Loaded, LoadError, load_bytes, record_document
+from ingest.pipeline import Source, index_documents, load_sources
+from ingest.queue import create_queue
+from ingest.resources import IngestResources, open_resources
+from services.common.logs import configure_logging, get_logger
+
+_log = get_logger(__name__)
+
+
+class WorkerContext(Context, total=False):
+    resources: IngestResources
+
+
+def _load_input(item: JobInput, max_bytes: int) -> Loaded:
+    if item.error:
+        raise LoadError(item.error)
+    if item.record is not None:
+        return Loaded([record_document(item.record, item.name)])
+    return load_bytes(item.name, item.data, max_bytes)
+
+
+async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
+    res: IngestResources = ctx["resources"]
+    queued = ctx["job"]
+    view = await res.jobs.get(job_id)
+    if view is None:  # expired or never written: nothing to do
+        return {}
+    attempt = await res.jobs.start_attempt(job_id)
+    done = 0
+
+    async def heartbeat() -> None:
+        # While this process lives the job is alive, even inside one long batch; after a
+        # SIGKILL the beats stop and another worker's sweep re-queues the job.
+        while True:
+            await asyncio.sleep(max(queued.heartbeat / 3, 0.5))
+            await queued.update(progress=done / max(len(inputs), 1))
+
+    inputs: list[JobInput] = []
+    beating = asyncio.create_task(heartbeat())
+    try:
+        inputs = list(await res.jobs.inputs(job_id))
+        sources = [Source(i.name, partial(_load_input, i, res.settings.max_file_bytes)) for i in inputs]
+        loaded = await asyncio.to_thread(load_sources, sources)
+        await res.jobs.record(job_id, loaded.failures)
+        if attempt == 1:
+            await res.jobs.warn(job_id, loaded.warnings)
+
+        async def batch_done(outcomes: dict[str, DocOutcome]) -> None:
+            nonlocal done
+            await res.jobs.record(job_id, outcomes)
+            done += len(outcomes)
+
+        started = time.perf_counter()
+        chunker = await res.chunker(view.collection)
+        await index_documents(
+            res.indexer, view.collection, chunker, loaded.documents, res.settings.batch_documents, batch_done
+        )
+    except Exception as exc:
+        if queued.attempts >= queued.retries:
+            await res.jobs.finish(job_id, "failed", f"{type(exc).__name__}: {exc}"[:500])
+        _log.warning("ingest_job_attempt_failed", job_id=job_id, attempt=attempt, error=str(exc)[:300])
+        raise
+    finally:
+        beating.cancel()
+    await res.jobs.finish(job_id, "completed")
+    _log.info(
+        "ingest_job_done", job_id=job_id, documents=done, seconds=round(time.perf_counter() - started, 2)
+    )
+    return {"documents": done}
+
+
+async def run_worker(settings: IngestSettings) -> None:
+    queue = create_queue(settings)
+    async with open_resources(settings) as res:
+        # saq's defaults, but a sweep every few seconds: it re-queues jobs whose worker died.
+        timers: PartialTimersDict = {
+            "schedule": 1,
+            "worker_info": 10,
+            "abort": 1,
+            "sweep": settings.sweep_interval_s,
+        }
+        worker: Worker[WorkerContext] = Worker(
+            queue,
+            [ingest_job],
+            concurrency=settings.worker_concurrency,
+            timers=timers,
+        )
+        worker.context["resources"] = res
+        # Load the tokenizer before the first job, not inside it.
+        await asyncio.to_thread(chunker_for, settings.chunk_tokens, settings.chunk_overlap_tokens)
+        try:
+            await worker.start()
+        finally:
+            await queue.disconnect()
+
+
+def main() -> None:
+    settings = IngestSettings()
+    configure_logging("ingest-worker", settings.log_level, settings.log_json)
+    # saq logs through the standard library: pickups, sweeps and retries belong in the log.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()

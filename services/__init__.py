@@ -1,0 +1,1 @@
+"""Quarry services: each subpackage is one independently deployable process."""

@@ -1,0 +1,1 @@
+"""The ``quarry`` command line: run the suite locally, ask, ingest, manage keys."""

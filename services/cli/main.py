@@ -1,0 +1,299 @@
+"""``quarry``: up, status, ask, ingest, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlparse
+
+import httpx
+import redis
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.cli.eval import eval_command
+from services.cli.keys import keys_app
+from services.cli.suite import Child, Suite, SuiteError
+
+app = typer.Typer(help="Quarry: a RAG microservice suite.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+
+DEFAULT_DATA_DIR = Path(".quarry")
+DEFAULT_GATEWAY = "http://127.0.0.1:8100"
+DEV_KEY_FILE = "dev-api-key"
+REDIS_URL = os.environ.get("QUARRY_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def _ensure_redis(url: str, suite: Suite) -> None:
+    if _redis_answers(url):
+        return
+    parsed = urlparse(url)
+    server = shutil.which("redis-server")
+    if parsed.hostname not in ("127.0.0.1", "localhost") or server is None:
+        console.print(
+            f"[red]No Redis answers at {url}.[/red] Install one (Debian: apt-get install redis-server) "
+            "or point QUARRY_REDIS_URL at a running Redis."
+        )
+        raise typer.Exit(1)
+    child = Child(
+        "redis",
+        [
+            server,
+            "--port",
+            str(parsed.port or 6379),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        {},
+        None,
+        suite.data_dir / "logs" / "redis.log",
+    )
+    (suite.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    child.start()
+    suite.children = {"redis": child, **suite.children}
+    for _ in range(50):
+        if _redis_answers(url):
+            return
+        time.sleep(0.1)
+    raise SuiteError("redis-server did not start")
+
+
+def _dev_key(data_dir: Path, redis_url: str) -> str:
+    from services.gateway.keys import KeyStore
+
+    path = data_dir / DEV_KEY_FILE
+    client = redis.asyncio.Redis.from_url(redis_url)
+    store = KeyStore(client)
+
+    async def _get() -> str:
+        try:
+            if path.exists():
+                existing = path.read_text().strip()
+                if await store.verify(existing) is not None:
+                    return existing
+            secret, _ = await store.create("dev", {"query", "ingest", "admin"}, None, "600/minute")
+            path.write_text(secret + "\n")
+            path.chmod(0o600)
+            return secret
+        finally:
+            await client.aclose()
+
+    return asyncio.run(_get())
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path, typer.Option(help="Where Milvus data and logs live.")] = DEFAULT_DATA_DIR,
+    examples: Annotated[Path | None, typer.Option(help="Documents to ingest at start.")] = Path(
+        "examples/docs"
+    ),
+    collection: Annotated[str, typer.Option(help="Collection for the examples.")] = "docs",
+    ask_first: Annotated[
+        str | None, typer.Option("--ask", help="A question to ask through the gateway once up ('' to skip).")
+    ] = "How does Quarry keep its answer cache from serving stale answers?",
+    detach_after_ready: Annotated[
+        bool, typer.Option(help="Exit after start-up, leaving nothing running (smoke check).")
+    ] = False,
+) -> None:
+    """Start Redis (if needed), Milvus Lite and every service; ingest the examples; wait for Ctrl-C."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    suite = Suite(data_dir=data_dir.resolve(), redis_url=REDIS_URL)
+    suite.define()
+    _ensure_redis(REDIS_URL, suite)
+    with console.status("starting Milvus Lite, embedder, llm, rag, gateway..."):
+        suite.start()
+    if examples is not None and examples.exists():
+        from ingest.config import IngestSettings
+        from ingest.runner import ingest_path
+
+        os.environ.update(suite.service_env())
+        report = asyncio.run(ingest_path(examples, collection, IngestSettings()))
+        console.print(
+            f"ingested {examples} into {collection!r}: {report.added} added, {report.updated} updated, "
+            f"{report.unchanged} unchanged, {report.failed} failed"
+        )
+    key = _dev_key(data_dir, REDIS_URL)
+    elapsed = time.perf_counter() - started
+    table = Table(title=f"Quarry is up ({elapsed:.1f} s)")
+    table.add_column("service")
+    table.add_column("url")
+    for name in ("gateway", "rag", "embedder", "llm"):
+        table.add_row(name, suite.url(name))
+    table.add_row("milvus", suite.milvus_uri)
+    table.add_row("redis", REDIS_URL)
+    console.print(table)
+    console.print(f"dev API key (also in {data_dir / DEV_KEY_FILE}): [bold]{key}[/bold]")
+    if ask_first:
+        console.print(f"\n[bold]Q:[/bold] {ask_first}")
+        _print_answer(suite.url("gateway"), key, ask_first, collection, top_k=3)
+    console.print('\ntry: quarry ask "What does the gateway do?"   (Ctrl-C stops everything)')
+    if detach_after_ready:
+        suite.stop()
+        return
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop:
+            for name, child in suite.children.items():
+                if not child.alive():
+                    console.print(f"[red]{name} exited[/red]; see {child.log_path}")
+                    stop = True
+            time.sleep(0.5)
+    finally:
+        console.print("stopping...")
+        suite.stop()
+
+
+def _api_key(data_dir: Path, key: str | None) -> str:
+    if key:
+        return key
+    if os.environ.get("QUARRY_API_KEY"):
+        return os.environ["QUARRY_API_KEY"]
+    path = data_dir / DEV_KEY_FILE
+    if path.exists():
+        return path.read_text().strip()
+    console.print("[red]No API key:[/red] pass --key, set QUARRY_API_KEY, or run `quarry up` first.")
+    raise typer.Exit(2)
+
+
+@app.command()
+def ask(
+    question: str,
+    collection: Annotated[str, typer.Option()] = "docs",
+    top_k: Annotated[int, typer.Option()] = 4,
+    url: Annotated[str, typer.Option(help="Gateway URL.")] = DEFAULT_GATEWAY,
+    key: Annotated[str | None, typer.Option(help="API key (default: QUARRY_API_KEY or the dev key).")] = None,
+    data_dir: Annotated[Path, typer.Option()] = DEFAULT_DATA_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
+) -> None:
+    """Ask a question through the gateway and print the answer with its citations."""
+    if not _print_answer(url, _api_key(data_dir, key), question, collection, top_k, as_json):
+        raise typer.Exit(1)
+
+
+def _print_answer(
+    url: str, key: str, question: str, collection: str, top_k: int, as_json: bool = False
+) -> bool:
+    response = httpx.post(
+        f"{url}/v1/query",
+        json={"question": question, "collection": collection, "top_k": top_k},
+        headers={"authorization": f"Bearer {key}"},
+        timeout=120,
+    )
+    body = response.json()
+    if as_json or response.status_code != 200:
+        console.print_json(json.dumps(body))
+        return response.status_code == 200
+    console.print(f"[bold]{body['answer']}[/bold]\n")
+    for c in body["citations"]:
+        console.print(f"  [{c['n']}] {c['title']} ({c['source']}, score {c['score']:.3f})")
+    flags = ", ".join(body["degraded"]) or "none"
+    console.print(f"\ncached: {body['cached']}  degraded: {flags}  timings: {body['timings_ms']}")
+    return True
+
+
+@app.command()
+def status(data_dir: Annotated[Path, typer.Option()] = DEFAULT_DATA_DIR) -> None:
+    """Show each service's readiness (default local ports)."""
+    suite = Suite(data_dir=data_dir.resolve(), redis_url=REDIS_URL)
+    suite.define()
+    table = Table(title="Quarry status")
+    table.add_column("service")
+    table.add_column("state")
+    for name, state in suite.status().items():
+        table.add_row(name, f"[green]{state}[/green]" if state == "ready" else f"[red]{state}[/red]")
+    table.add_row("redis", "[green]ready[/green]" if _redis_answers(REDIS_URL) else "[red]not ready[/red]")
+    console.print(table)
+
+
+@app.command()
+def ingest(
+    path: Path,
+    collection: Annotated[str, typer.Option()] = "docs",
+    prune: Annotated[
+        bool, typer.Option(help="Delete documents of the collection that are no longer under PATH.")
+    ] = False,
+) -> None:
+    """Ingest files (or a folder) into a collection with a progress bar, then print a summary."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ingest.config import IngestSettings
+    from ingest.runner import ingest_path
+
+    started = time.perf_counter()
+    embedded = 0
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("docs · {task.fields[chunks]} chunks · {task.fields[rate]:.0f} chunks/s embedded"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"ingest → {collection}", total=None, chunks=0, rate=0.0)
+
+        def on_embedded(n: int) -> None:
+            nonlocal embedded
+            embedded += n
+            progress.update(task, rate=embedded / max(time.perf_counter() - started, 1e-6))
+
+        def on_documents(done: int, chunks: int) -> None:
+            progress.advance(task, done)
+            progress.update(task, chunks=progress.tasks[task].fields["chunks"] + chunks)
+
+        report = asyncio.run(
+            ingest_path(
+                path,
+                collection,
+                IngestSettings(),
+                prune=prune,
+                on_loaded=lambda total: progress.update(task, total=total),
+                on_documents=on_documents,
+                on_embedded=on_embedded,
+            )
+        )
+    columns = ("added", "updated", "unchanged", "deleted", "failed", "chunks")
+    table = Table(title=f"ingest {path} → {collection} ({time.perf_counter() - started:.1f} s)")
+    for name in columns:
+        table.add_column(name, justify="right")
+    table.add_row(*(str(getattr(report, n)) for n in columns))
+    console.print(table)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning[/yellow] {warning}")
+    for doc_id, error in report.errors.items():
+        console.print(f"[red]failed[/red] {doc_id}: {error}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+app.command(name="eval")(eval_command)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,67 @@
+"""Prometheus request metrics and the ``/metrics`` route.
+
+One registry per process: scale a service by replicas (each scraped on its own),
+not by workers inside one container.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_REQUESTS = Counter(
+    "quarry_http_requests_total",
+    "HTTP requests served, by route and status.",
+    ["service", "method", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "quarry_http_request_duration_seconds",
+    "Time from request start to the end of the response body.",
+    ["service", "method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+HTTP_IN_FLIGHT = Gauge("quarry_http_requests_in_flight", "Requests being served now.", ["service"])
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        in_flight = HTTP_IN_FLIGHT.labels(self.service)
+        in_flight.inc()
+
+        async def send_recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording)
+        finally:
+            in_flight.dec()
+            # The route template, not the raw path, keeps label cardinality bounded.
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
+            HTTP_LATENCY.labels(self.service, method, route).observe(time.perf_counter() - start)
+
+
+def metrics_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,1 @@
+"""Embedder service: sentence-transformers behind an OpenAI-compatible ``/v1/embeddings``."""

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.config import ServiceSettings
+
+Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
+
+
+class EmbedderSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="QUARRY_EMBEDDER_", extra="ignore", frozen=True)
+
+    port: int = 8101
+    model: str = Field(
+        "", description="A sentence-transformers folder or model id; empty: the bundled all-MiniLM-L6-v2."
+    )
+    model_name: str = Field("all-MiniLM-L6-v2", description="Model name echoed in responses.")
+    backend: Backend = Field(
+        "auto",
+        description=(
+            "torch, onnx (CPU fp32), onnx-int8 (CPU, approximate) or auto:"
+            " torch fp16 on CUDA, else the fastest exact one measured."
+        ),
+    )
+    device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:N.")
+    threads: int = Field(0, ge=0, description="CPU threads for the model; 0 lets the backend decide.")
+    onnx_cache_dir: str = Field(
+        "", description="Where the exported ONNX model is kept; empty: ~/.cache/quarry/onnx."
+    )
+    batching: bool = Field(
+        True, description="Merge concurrent requests into one forward pass (false: one request per pass)."
+    )
+    max_batch_size: int = Field(32, gt=0, description="Most texts in one batch.")
+    max_batch_tokens: int = Field(
+        16384, gt=0, description="Most padded tokens (texts x longest) in one batch."
+    )
+    max_wait_ms: float = Field(
+        2.0, ge=0, description="How long an idle batcher waits for more texts before running a batch."
+    )
+    max_queue_items: int = Field(
+        4096, gt=0, description="Texts waiting at most; beyond it requests get 429 with Retry-After."
+    )
+    max_items_per_request: int = Field(2048, gt=0, description="Most texts in one request.")
+
+    @model_validator(mode="after")
+    def _request_fits_queue(self) -> Self:
+        # A request larger than the whole queue could never be admitted: say so at start.
+        if self.max_items_per_request > self.max_queue_items:
+            raise ValueError("max_items_per_request must not exceed max_queue_items")
+        return self

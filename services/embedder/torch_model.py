@@ -1,0 +1,43 @@
+"""sentence-transformers on torch: CUDA with fp16 when asked, CPU otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from services.embedder.model import Vectors, load_sentence_transformer
+
+
+class TorchEmbeddingModel:
+    backend = "torch"
+
+    def __init__(self, model: str, device: str, threads: int = 0) -> None:
+        import torch
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.device = device
+        self._model: Any = load_sentence_transformer(model, device)
+        if device.startswith("cuda"):
+            # Halves memory and uses tensor cores; embeddings are re-normalised in fp32 below.
+            self._model.half()
+        self.dimensions: int = int(self._model.get_embedding_dimension())
+        self.max_tokens: int = int(self._model.max_seq_length)
+        self._tokenizer = self._model.tokenizer
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        encoded = self._tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def encode(self, texts: list[str]) -> Vectors:
+        # One call is one forward pass: the batcher already sized the batch.
+        vectors = self._model.encode(
+            texts,
+            batch_size=max(1, len(texts)),
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        vectors = np.asarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)  # type: ignore[no-any-return]

@@ -1,0 +1,58 @@
+"""Caps request bodies before they are read into memory (413 with the JSON envelope)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.common.errors import error_response
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_bytes: int, limit_for: Callable[[Scope], int] | None = None) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        # Per request: document uploads may be larger than JSON queries.
+        self.limit_for = limit_for or (lambda _: max_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        max_bytes = self.limit_for(scope)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+            await self._reject(scope, receive, send, max_bytes)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not response_started:
+                await self._reject(scope, receive, send, max_bytes)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+        response = error_response(413, "payload_too_large", f"request body exceeds {max_bytes} bytes")
+        await response(scope, receive, send)

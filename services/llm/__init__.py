@@ -1,0 +1,1 @@
+"""LLM service: OpenAI-compatible chat completions on llama.cpp (CPU) or vLLM (GPU)."""

@@ -1,0 +1,1 @@
+"""RAG orchestrator: cache, embed, retrieve, generate, cite."""

@@ -1,0 +1,71 @@
+"""App factory for the rag service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from services.common.embeddings_client import EmbeddingsClient
+from services.common.wiring import wire_service
+from services.rag.cache import AnswerCache
+from services.rag.collection_loading import CollectionLoader
+from services.rag.config import RagSettings
+from services.rag.llm_client import ChatClient
+from services.rag.reranker import Reranker
+from services.rag.retriever import RetrievalConfig, Retriever
+from services.rag.routes import router
+from services.rag.search import SearchService
+from services.rag.serving import QueryService
+
+
+def create_app(settings: RagSettings | None = None) -> FastAPI:
+    settings = settings or RagSettings()
+    # Short socket timeouts: the cache is optional, a slow Redis must not slow answers.
+    redis = aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.cache_timeout_s,
+        socket_connect_timeout=settings.cache_timeout_s,
+    )
+    embeddings = EmbeddingsClient(settings.embedder_url, settings.embedding_model, settings.embed_timeout_s)
+    chat = ChatClient(settings.llm_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_s)
+    retriever = Retriever(settings.milvus_uri, settings.milvus_token, RetrievalConfig.from_settings(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.query_service = QueryService(
+            settings,
+            AnswerCache(redis, settings.cache_ttl_s),
+            embeddings,
+            retriever,
+            chat,
+            CollectionLoader(settings.milvus_uri, settings.milvus_token),
+        )
+        reranker = await asyncio.to_thread(Reranker, settings.rerank_model) if settings.rerank_model else None
+        app.state.search_service = SearchService(settings, embeddings, retriever, reranker)
+        try:
+            yield
+        finally:
+            await embeddings.aclose()
+            await chat.aclose()
+            await redis.aclose()
+            retriever.close()
+            app.state.query_service.loader.close()
+
+    async def embedder_ready() -> None:
+        (await embeddings.http.get("/health/ready")).raise_for_status()
+
+    app = FastAPI(title="Quarry rag", lifespan=lifespan)
+    app.include_router(router)
+    # Only hard dependencies gate readiness: without the LLM rag answers extractively,
+    # without Redis it answers uncached; taking it out of rotation then would be worse.
+    wire_service(
+        app,
+        service="rag",
+        settings=settings,
+        readiness={"embedder": embedder_ready, "milvus": retriever.ping},
+    )
+    return app

@@ -1,0 +1,46 @@
+"""Reloads a collection that Milvus forgot to keep loaded.
+
+A restarted Milvus (Lite or standalone) comes back with collections released; searches
+then fail with code 101 until someone loads them again. rag does so itself, so it
+recovers from a Milvus restart without being restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from services.common.milvus_connect import connect_milvus
+
+NOT_LOADED_CODE = 101
+
+
+def needs_load(exc: BaseException) -> bool:
+    """Whether ``exc`` or one of its causes is Milvus' "collection not loaded" error."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # pymilvus chains can loop back on themselves
+        if getattr(cause, "code", None) == NOT_LOADED_CODE:
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return False
+
+
+class CollectionLoader:
+    def __init__(self, uri: str, token: str = "") -> None:
+        self._uri = uri
+        self._token = token
+        self._client: Any = None  # connected on first need: a healthy rag never needs it
+
+    async def load(self, collection: str) -> None:
+        await asyncio.to_thread(self._load, collection)
+
+    def _load(self, collection: str) -> None:
+        if self._client is None:
+            self._client = connect_milvus(self._uri, self._token, timeout=30)
+        self._client.load_collection(collection)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

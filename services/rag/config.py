@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.config import ServiceSettings
+
+
+class RagSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="QUARRY_RAG_", extra="ignore", frozen=True)
+
+    port: int = 8103
+    embedder_url: str = "http://127.0.0.1:8101"
+    embedding_model: str = "all-MiniLM-L6-v2"
+    llm_url: str = "http://127.0.0.1:8102"
+    llm_model: str = "SmolLM2-135M-Instruct"
+    llm_api_key: str = ""
+    milvus_uri: str = "http://127.0.0.1:19539"
+    milvus_token: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    cache_ttl_s: int = 3600
+    default_top_k: int = 4
+    max_top_k: int = 50
+    max_context_tokens: int = Field(
+        700, description="Token budget for numbered sources in the prompt (estimated: ~4 characters a token)."
+    )
+    default_max_tokens: int = 192
+    embed_timeout_s: float = 10.0
+    llm_timeout_s: float = 60.0
+    # Retrieval (tuned on SciFact train; see docs/benchmarks.md "Retrieval").
+    retrieval_mode: Literal["dense", "bm25", "hybrid"] = Field(
+        "hybrid", description="Default search: dense vectors, BM25 full text, or both fused."
+    )
+    hybrid_fusion: Literal["score", "rrf"] = Field(
+        "score", description="Hybrid fusion: weighted max-normalised scores, or weighted reciprocal ranks."
+    )
+    rrf_k: float = Field(5.0, description="Reciprocal-rank fusion constant k (hybrid_fusion=rrf).")
+    fusion_dense_weight: float = Field(0.6, description="Weight of the dense ranking in hybrid fusion.")
+    fusion_bm25_weight: float = Field(0.4, description="Weight of the BM25 ranking in hybrid fusion.")
+    hybrid_depth: int = Field(100, description="Candidates each retriever contributes to fusion.")
+    search_batching: bool = Field(True, description="Gather concurrent searches into one Milvus call.")
+    search_batch_window_ms: float = Field(3.0, description="How long a search waits for others to join.")
+    search_max_batch: int = Field(64, description="Most searches sent in one Milvus call.")
+    rerank_model: str = Field("", description="Local cross-encoder folder for reranking (empty: off).")
+    rerank_depth: int = Field(20, description="Candidates the cross-encoder rescores.")
+    # Answering: resilience (per-dependency timeouts, retries for idempotent calls, breakers).
+    cache_timeout_s: float = Field(0.25, description="Per-call timeout on Redis for the answer cache.")
+    retrieve_timeout_s: float = Field(5.0, description="Per-attempt timeout on a Milvus search.")
+    retries: int = Field(1, description="Extra attempts (with jittered backoff) for embed and search calls.")
+    retry_backoff_s: float = Field(0.05, description="Base of the jittered exponential retry backoff.")
+    breaker_failures: int = Field(3, description="Consecutive failures that open a dependency's breaker.")
+    breaker_reset_s: float = Field(5.0, description="Seconds an open breaker waits before a trial call.")
+    # Answering: safety and attribution.
+    safety_strict: bool = Field(False, description="Reject questions flagged as prompt injection (400).")
+    redact_pii: bool = Field(True, description="Mask emails, phone and (Luhn-valid) card numbers in answers.")
+    groundedness_threshold: float = Field(
+        0.5, description="Answers whose share of content words found in the sources is lower are flagged."
+    )
+    attribution_min_overlap: float = Field(
+        0.5, description="Without [n] markers, cite a source for a sentence sharing this share of its words."
+    )

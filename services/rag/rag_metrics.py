@@ -1,0 +1,85 @@
+"""Prometheus metrics of the answering path (the HTTP metrics come from services.common)."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_FAST_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+STAGE_SECONDS = Histogram(
+    "quarry_rag_stage_duration_seconds",
+    "Time per stage of a query: cache, embed, retrieve, generate, and overhead (rag's own time).",
+    ["stage"],
+    buckets=_FAST_BUCKETS,
+)
+CACHE_LOOKUPS = Counter(
+    "quarry_rag_cache_lookups_total",
+    "Answer-cache lookups by result: hit, miss, or error (Redis unavailable).",
+    ["result"],
+)
+DEGRADED_ANSWERS = Counter(
+    "quarry_rag_degraded_answers_total",
+    "Answers served degraded, by cause (llm: extractive answer; cache: served uncached).",
+    ["cause"],
+)
+UNAVAILABLE = Counter(
+    "quarry_rag_unavailable_total",
+    "Queries refused with 503 because a hard dependency (embedder, milvus) was down.",
+    ["dependency"],
+)
+CIRCUIT_OPEN = Gauge(
+    "quarry_rag_circuit_open", "1 while the circuit breaker of a dependency is open.", ["dependency"]
+)
+SAFETY_FLAGS = Counter(
+    "quarry_rag_safety_flags_total",
+    "Safety findings: injection patterns in questions, redactions and low groundedness in answers.",
+    ["flag"],
+)
+GROUNDEDNESS = Histogram(
+    "quarry_rag_answer_groundedness",
+    "Share of an answer's content words found in its sources.",
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+TOP1_RECENT = Gauge("quarry_rag_top1_score_recent", "Rolling mean of the top-1 retrieval score.")
+TOP1_BASELINE = Gauge("quarry_rag_top1_score_baseline", "Long-run (slow EWMA) mean of the top-1 score.")
+TOP1_DRIFT = Gauge(
+    "quarry_rag_retrieval_drift_ratio",
+    "(recent - baseline) / baseline of the top-1 score; strongly negative means retrieval got worse.",
+)
+
+
+class DriftTracker:
+    """Rolling mean of recent top-1 scores against a slow exponential baseline.
+
+    The baseline starts from the first full window, so drift reads 0 until there is
+    something to compare with; afterwards it follows the recent mean slowly (``alpha``).
+    """
+
+    def __init__(self, window: int = 200, alpha: float = 0.002) -> None:
+        self._recent: deque[float] = deque(maxlen=window)
+        self._alpha = alpha
+        self.baseline: float | None = None
+
+    @property
+    def recent(self) -> float:
+        return sum(self._recent) / len(self._recent) if self._recent else 0.0
+
+    @property
+    def drift(self) -> float:
+        if self.baseline is None or self.baseline == 0:
+            return 0.0
+        return (self.recent - self.baseline) / abs(self.baseline)
+
+    def observe(self, score: float) -> None:
+        self._recent.append(score)
+        if self.baseline is None:
+            if len(self._recent) == self._recent.maxlen:
+                self.baseline = self.recent
+        else:
+            self.baseline += self._alpha * (score - self.baseline)
+        TOP1_RECENT.set(self.recent)
+        TOP1_BASELINE.set(self.baseline if self.baseline is not None else self.recent)
+        TOP1_DRIFT.set(self.drift)

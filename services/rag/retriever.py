@@ -1,0 +1,188 @@
+"""Search over a collection's chunks in Milvus: dense, BM25 full text, or both fused."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from services.common import vector_schema as vs
+from services.common.milvus_connect import connect_milvus
+from services.rag.fusion import weighted_rrf, weighted_score_fusion
+from services.rag.search_batcher import BatchKey, Results, SearchBatcher
+
+if TYPE_CHECKING:
+    from services.rag.config import RagSettings
+
+Mode = Literal["dense", "bm25", "hybrid"]
+MODES: tuple[str, ...] = get_args(Mode)
+Fusion = Literal["score", "rrf"]
+
+
+class CollectionNotFound(Exception):
+    pass
+
+
+class RetrievalUnavailable(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk_id: str
+    doc_id: str
+    chunk_index: int
+    text: str
+    title: str
+    source: str
+    metadata: dict[str, Any]
+    score: float
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    mode: Mode = "hybrid"
+    fusion: Fusion = "score"
+    rrf_k: float = 5.0
+    dense_weight: float = 0.6
+    bm25_weight: float = 0.4
+    hybrid_depth: int = 100
+    batching: bool = True
+    batch_window_s: float = 0.003
+    max_batch: int = 64
+
+    @classmethod
+    def from_settings(cls, settings: RagSettings) -> RetrievalConfig:
+        return cls(
+            mode=settings.retrieval_mode,
+            fusion=settings.hybrid_fusion,
+            rrf_k=settings.rrf_k,
+            dense_weight=settings.fusion_dense_weight,
+            bm25_weight=settings.fusion_bm25_weight,
+            hybrid_depth=settings.hybrid_depth,
+            batching=settings.search_batching,
+            batch_window_s=settings.search_batch_window_ms / 1000,
+            max_batch=settings.search_max_batch,
+        )
+
+
+class Retriever:
+    def __init__(self, uri: str, token: str = "", config: RetrievalConfig | None = None) -> None:
+
+        self._client: Any = connect_milvus(uri, token, timeout=10)
+        self.config = config or RetrievalConfig()
+        self._batcher = SearchBatcher(self._search_many, self.config.batch_window_s, self.config.max_batch)
+
+    @property
+    def batches_sent(self) -> int:
+        return self._batcher.batches_sent
+
+    async def ping(self) -> None:
+        await asyncio.to_thread(self._client.list_collections)
+
+    async def search(
+        self,
+        collection: str,
+        vector: list[float] | None,
+        top_k: int,
+        *,
+        query: str | None = None,
+        mode: Mode | None = None,
+        filter_expr: str = "",
+    ) -> list[Hit]:
+        """The ``top_k`` best chunks; ``mode`` defaults to the configured one.
+
+        ``filter_expr`` must come from :func:`services.rag.filters.compile_filters`.
+        Without query text only dense search is possible, so that is what runs.
+        """
+        mode = mode or self.config.mode
+        if query is None or not query.strip():
+            mode = "dense"
+        if mode != "bm25" and vector is None:
+            raise ValueError(f"{mode} search needs a query vector")
+        if mode == "dense":
+            return await self._ranked(collection, vs.DENSE, vector, top_k, filter_expr)
+        if mode == "bm25":
+            return await self._ranked(collection, vs.SPARSE, query, top_k, filter_expr)
+        depth = max(top_k, self.config.hybrid_depth)
+        dense, bm25 = await asyncio.gather(
+            self._ranked(collection, vs.DENSE, vector, depth, filter_expr),
+            self._ranked(collection, vs.SPARSE, query, depth, filter_expr),
+        )
+        return [_with_score(hit, score) for hit, score in self.fuse(dense, bm25, top_k)]
+
+    def fuse(self, dense: list[Hit], bm25: list[Hit], limit: int) -> list[tuple[Hit, float]]:
+        weights = (self.config.dense_weight, self.config.bm25_weight)
+        if self.config.fusion == "rrf":
+            return weighted_rrf(
+                [(dense, weights[0]), (bm25, weights[1])], self.config.rrf_k, limit, key=_chunk_id
+            )
+        return weighted_score_fusion(
+            [(dense, [h.score for h in dense], weights[0]), (bm25, [h.score for h in bm25], weights[1])],
+            limit,
+            key=_chunk_id,
+        )
+
+    async def _ranked(
+        self, collection: str, anns_field: str, data: Any, limit: int, filter_expr: str
+    ) -> list[Hit]:
+        from pymilvus.exceptions import MilvusException
+
+        key = BatchKey(collection, anns_field, filter_expr, limit)
+        try:
+            if self.config.batching:
+                results = await self._batcher.submit(key, data)
+            else:
+                results = (await asyncio.to_thread(self._search_many, key, [data]))[0]
+        except MilvusException as exc:
+            # Checked only on failure, so a healthy search costs one round trip.
+            if not await self._has_collection(collection):
+                raise CollectionNotFound(collection) from exc
+            raise RetrievalUnavailable(str(exc)) from exc
+        hits = [_hit(r) for r in results]
+        if anns_field == vs.SPARSE:
+            # BM25 scores are non-negative; Milvus Lite reports them negated (as distances).
+            hits = [_with_score(h, abs(h.score)) for h in hits]
+        return hits
+
+    async def _has_collection(self, collection: str) -> bool:
+        try:
+            return bool(await asyncio.to_thread(self._client.has_collection, collection))
+        except Exception:
+            return True  # unreachable: report the store as unavailable, not the collection as missing
+
+    def _search_many(self, key: BatchKey, data: list[Any]) -> Results:
+        results = self._client.search(
+            key.collection,
+            data=data,
+            anns_field=key.anns_field,
+            limit=key.limit,
+            filter=key.filter_expr,
+            output_fields=vs.OUTPUT_FIELDS,
+        )
+        return [list(r) for r in results]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _with_score(hit: Hit, score: float) -> Hit:
+    return replace(hit, score=score)
+
+
+def _chunk_id(hit: Hit) -> str:
+    return hit.chunk_id
+
+
+def _hit(result: dict[str, Any]) -> Hit:
+    entity = result["entity"]
+    return Hit(
+        chunk_id=entity[vs.CHUNK_ID],
+        doc_id=entity[vs.DOC_ID],
+        chunk_index=int(entity[vs.CHUNK_INDEX]),
+        text=entity[vs.TEXT],
+        title=entity[vs.TITLE],
+        source=entity[vs.SOURCE],
+        metadata=entity.get(vs.METADATA) or {},
+        score=float(result["distance"]),
+    )

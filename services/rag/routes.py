@@ -1,0 +1,52 @@
+"""Routes of the rag service; logic lives in serving.py."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from services.rag.schemas import QueryRequest, QueryResponse, SearchRequest, SearchResponse
+from services.rag.search import SearchService
+from services.rag.serving import QueryService
+
+router = APIRouter()
+
+
+def get_query_service(request: Request) -> QueryService:
+    service: QueryService = request.app.state.query_service
+    return service
+
+
+@router.post(
+    "/v1/query",
+    response_model=None,
+    # Documented both ways: JSON by default, server-sent events with `stream: true`.
+    responses={
+        200: {
+            "model": QueryResponse,
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def query(
+    body: QueryRequest, service: QueryService = Depends(get_query_service)
+) -> QueryResponse | StreamingResponse:
+    if body.stream:
+        # Every stage that can fail runs before the stream opens: errors stay JSON answers.
+        events = await service.stream(body)
+        return StreamingResponse(
+            events,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    return await service.answer(body)
+
+
+def get_search_service(request: Request) -> SearchService:
+    service: SearchService = request.app.state.search_service
+    return service
+
+
+@router.post("/v1/search", response_model=SearchResponse)
+async def search(body: SearchRequest, service: SearchService = Depends(get_search_service)) -> SearchResponse:
+    return await service.search(body)

@@ -1,0 +1,137 @@
+"""Wire schemas of the rag service."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+
+from services.common.vector_schema import COLLECTION_NAME_PATTERN
+from services.rag.filters import MAX_FIELDS, MAX_IN_VALUES, compile_filters
+
+Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
+Number = StrictInt | StrictFloat
+
+
+class FieldCondition(BaseModel):
+    """Operators on one field, ANDed: ``{"eq": "en"}``, ``{"gte": 2020, "lt": 2024}``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    in_: list[Scalar] | None = Field(default=None, alias="in", min_length=1, max_length=MAX_IN_VALUES)
+    gt: Number | None = None
+    gte: Number | None = None
+    lt: Number | None = None
+    lte: Number | None = None
+
+    def operators(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class SearchFilters(RootModel[dict[str, FieldCondition]]):
+    """``{"doc_id": {"in": [...]}, "metadata.lang": {"eq": "en"}}``: every condition must hold.
+
+    Fields: ``doc_id``, ``source``, ``title`` and ``metadata.<key>``; values are escaped,
+    never pasted, and unsafe ones are refused with 422.
+    """
+
+    root: dict[str, FieldCondition] = Field(max_length=MAX_FIELDS)
+
+    @model_validator(mode="after")
+    def _compiles(self) -> SearchFilters:
+        self.expression()  # FilterError is a ValueError: pydantic reports it as a 422
+        return self
+
+    def expression(self) -> str:
+        return compile_filters({name: cond.operators() for name, cond in self.root.items()})
+
+
+def filter_expression(filters: SearchFilters | None) -> str:
+    return filters.expression() if filters is not None else ""
+
+
+class QueryRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=4000)
+    collection: str = Field(default="docs", pattern=COLLECTION_NAME_PATTERN)
+    top_k: int | None = Field(default=None, ge=1, le=50)
+    max_tokens: int | None = Field(default=None, ge=1, le=2048)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    filters: SearchFilters | None = None
+    stream: bool = False  # true: server-sent events (sources, token..., done)
+
+
+class Citation(BaseModel):
+    n: int
+    doc_id: str
+    chunk_id: str
+    title: str
+    source: str
+    score: float
+    text: str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class Safety(BaseModel):
+    injection: list[str] = Field(default_factory=list, description="Injection patterns in the question.")
+    redacted: list[str] = Field(default_factory=list, description="Kinds of PII masked in the answer.")
+    groundedness: float = Field(1.0, description="Share of the answer's content words found in its sources.")
+    grounded: bool = True
+
+
+class QueryResponse(BaseModel):
+    answer: str
+    citations: list[Citation]
+    usage: Usage
+    timings_ms: dict[str, float]
+    cached: bool
+    degraded: list[str]
+    request_id: str
+    # How citations were chosen: "marker" ([n] in the answer), "overlap" (lexical fallback), "none".
+    attribution: str = "marker"
+    safety: Safety = Field(default_factory=Safety)
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=4000)
+    collection: str = Field(default="docs", pattern=COLLECTION_NAME_PATTERN)
+    top_k: int = Field(default=10, ge=1, le=100)
+    mode: Literal["dense", "bm25", "hybrid"] | None = None  # None: the service's default
+    filters: SearchFilters | None = None
+    rerank: bool = True  # rerank when a reranker is configured
+
+
+class SearchHit(BaseModel):
+    rank: int
+    chunk_id: str
+    doc_id: str
+    chunk_index: int
+    title: str
+    source: str
+    text: str
+    metadata: dict[str, Any]
+    score: float
+
+
+class SearchResponse(BaseModel):
+    hits: list[SearchHit]
+    mode: str
+    reranked: bool
+    timings_ms: dict[str, float]
+    request_id: str

@@ -1,0 +1,91 @@
+"""The ``/v1/search`` path: embed the query, retrieve (dense, BM25 or hybrid), optionally rerank."""
+
+from __future__ import annotations
+
+import time
+
+from services.common.context import current_request_id
+from services.common.embeddings_client import EmbeddingsClient, EmbeddingsUnavailable
+from services.common.errors import APIError
+from services.rag.config import RagSettings
+from services.rag.reranker import Reranker
+from services.rag.retriever import CollectionNotFound, Hit, RetrievalUnavailable, Retriever
+from services.rag.schemas import SearchHit, SearchRequest, SearchResponse, filter_expression
+
+
+class SearchService:
+    def __init__(
+        self,
+        settings: RagSettings,
+        embeddings: EmbeddingsClient,
+        retriever: Retriever,
+        reranker: Reranker | None = None,
+    ) -> None:
+        self.settings = settings
+        self.embeddings = embeddings
+        self.retriever = retriever
+        self.reranker = reranker
+
+    async def search(self, request: SearchRequest) -> SearchResponse:
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        mode = request.mode or self.settings.retrieval_mode
+        vector: list[float] | None = None
+        if mode != "bm25":
+            mark = time.perf_counter()
+            try:
+                vector = (await self.embeddings.embed([request.query]))[0]
+            except EmbeddingsUnavailable as exc:
+                raise APIError(503, "embedder_unavailable", "the embedding service is unavailable") from exc
+            timings["embed"] = _ms(mark)
+
+        rerank = self.reranker is not None and request.rerank
+        depth = max(request.top_k, self.settings.rerank_depth) if rerank else request.top_k
+        mark = time.perf_counter()
+        try:
+            hits = await self.retriever.search(
+                request.collection,
+                vector,
+                depth,
+                query=request.query,
+                mode=mode,
+                filter_expr=filter_expression(request.filters),
+            )
+        except CollectionNotFound as exc:
+            raise APIError(
+                404, "collection_not_found", f"collection {request.collection!r} does not exist"
+            ) from exc
+        except RetrievalUnavailable as exc:
+            raise APIError(503, "retrieval_unavailable", "the vector store is unavailable") from exc
+        timings["retrieve"] = _ms(mark)
+
+        if rerank and self.reranker is not None:
+            mark = time.perf_counter()
+            hits = (await self.reranker.rerank(request.query, hits))[: request.top_k]
+            timings["rerank"] = _ms(mark)
+        timings["total"] = _ms(started)
+        return SearchResponse(
+            hits=[_wire(rank, hit) for rank, hit in enumerate(hits, start=1)],
+            mode=mode,
+            reranked=rerank,
+            timings_ms=timings,
+            request_id=current_request_id(),
+        )
+
+
+def _wire(rank: int, hit: Hit) -> SearchHit:
+    return SearchHit(
+        rank=rank,
+        chunk_id=hit.chunk_id,
+        doc_id=hit.doc_id,
+        chunk_index=hit.chunk_index,
+        title=hit.title,
+        source=hit.source,
+        text=hit.text,
+        metadata=hit.metadata,
+        score=round(hit.score, 6),
+    )
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)

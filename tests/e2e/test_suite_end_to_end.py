@@ -1,0 +1,83 @@
+"""The whole suite, as a newcomer would use it: ingest the examples, ask through the gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ingest.config import IngestSettings
+from ingest.runner import ingest_path
+from services.cli.suite import Suite
+from tests.conftest import KeyFactory
+
+QUESTION = "What HTTP status does a client over its rate limit receive, and with which header?"
+
+
+@pytest.fixture
+async def examples_collection(
+    examples_dir: Path, collection_name: str, ingest_settings: IngestSettings
+) -> str:
+    expected = len(list(examples_dir.glob("*.md")))  # noqa: ASYNC240 - a six-file folder
+    report = await ingest_path(examples_dir, collection_name, ingest_settings)
+    assert report.failed == 0 and report.added == expected
+    return collection_name
+
+
+async def test_question_is_answered_with_citation_then_cached(
+    suite: Suite, examples_collection: str, make_key: KeyFactory
+) -> None:
+    key = await make_key()
+    async with httpx.AsyncClient(base_url=suite.url("gateway"), timeout=300) as client:
+        # Short answers keep the CPU model quick; a degraded (uncached) answer would void the test.
+        body = {"question": QUESTION, "collection": examples_collection, "top_k": 3, "max_tokens": 48}
+        headers = {"authorization": f"Bearer {key}"}
+        first = await client.post("/v1/query", json=body, headers=headers)
+        assert first.status_code == 200, first.text
+        answer = first.json()
+        assert answer["degraded"] == [], answer["degraded"]
+        assert answer["answer"]
+        assert answer["cached"] is False
+        assert "gateway.md" in [c["doc_id"] for c in answer["citations"]]
+        assert answer["request_id"] == first.headers["x-request-id"]
+
+        second = await client.post("/v1/query", json=body, headers=headers)
+        assert second.status_code == 200
+        assert second.json()["cached"] is True
+        assert second.json()["answer"] == answer["answer"]
+        assert second.json()["request_id"] != answer["request_id"]
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer qk_0000000000000000_" + "x" * 43, "Basic abc", "Bearer", "Bearer not-a-key"],
+)
+async def test_missing_or_wrong_key_is_401_with_json_error(suite: Suite, authorization: str | None) -> None:
+    headers = {"authorization": authorization} if authorization is not None else {}
+    async with httpx.AsyncClient(base_url=suite.url("gateway")) as client:
+        response = await client.post("/v1/query", json={"question": "hi"}, headers=headers)
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert error["code"] in {"unauthorized", "invalid_api_key"}
+    assert error["message"]
+    assert error["request_id"] == response.headers["x-request-id"]
+
+
+async def test_rate_limit_gives_429_with_retry_after(
+    suite: Suite, examples_collection: str, make_key: KeyFactory
+) -> None:
+    # An hour-long window: on a slow machine a minute window could slide between requests.
+    key = await make_key(rate_limit="2/hour")
+    headers = {"authorization": f"Bearer {key}"}
+    body = {"question": QUESTION, "collection": examples_collection}
+    async with httpx.AsyncClient(base_url=suite.url("gateway"), timeout=300) as client:
+        statuses = []
+        for _ in range(3):
+            response = await client.post("/v1/query", json=body, headers=headers)
+            statuses.append(response.status_code)
+    assert statuses[:2] == [200, 200]
+    assert statuses[2] == 429
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.headers["x-ratelimit-limit"] == "2"
+    assert response.json()["error"]["code"] == "rate_limited"

@@ -1,0 +1,110 @@
+"""Loaders turn each supported format into documents; bad files fail with a reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fpdf import FPDF
+
+from ingest.loaders import LoadError, iter_files, load_bytes, load_file
+
+
+def _pdf(text: str, title: str = "") -> bytes:
+    pdf = FPDF()
+    if title:
+        pdf.set_title(title)
+    pdf.add_page()
+    pdf.set_font("helvetica", size=12)
+    pdf.multi_cell(0, 10, text)
+    return bytes(pdf.output())
+
+
+def test_markdown_title_and_doc_id() -> None:
+    loaded = load_bytes("guides/setup.md", b"# Setting up\n\nInstall it.\n")
+    [doc] = loaded.documents
+    assert (doc.doc_id, doc.title, doc.source) == ("guides/setup.md", "Setting up", "guides/setup.md")
+    assert doc.metadata == {"format": "md"}
+    assert loaded.warnings == []
+
+
+def test_non_utf8_text_is_decoded_with_replacement_and_a_warning() -> None:
+    loaded = load_bytes("notes.txt", "caf\u00e9 ok".encode("latin-1"))
+    assert loaded.documents[0].text == "caf\ufffd ok"
+    assert len(loaded.warnings) == 1 and "not valid UTF-8" in loaded.warnings[0]
+
+
+def test_html_keeps_main_text_not_markup_or_navigation() -> None:
+    html = b"""<html><head><title>Quarry docs</title><style>p{color:red}</style></head>
+    <body><nav>Home | About</nav><main><h1>Caching</h1><p>Answers are cached by generation.</p>
+    <script>var secret = 1;</script></main><footer>(c) 2026</footer></body></html>"""
+    [doc] = load_bytes("page.html", html).documents
+    assert doc.title == "Quarry docs"
+    assert "Answers are cached by generation." in doc.text and "Caching" in doc.text
+    for noise in ("<p>", "color:red", "secret", "Home | About", "(c) 2026"):
+        assert noise not in doc.text
+
+
+def test_pdf_text_and_title() -> None:
+    [doc] = load_bytes("paper.pdf", _pdf("Milvus stores dense vectors.", title="A paper")).documents
+    assert "Milvus stores dense vectors." in doc.text
+    assert doc.title == "A paper"
+    assert doc.metadata["format"] == "pdf" and doc.metadata["pages"] == 1
+
+
+def test_corrupt_pdf_fails_with_reason() -> None:
+    with pytest.raises(LoadError, match=r"corrupt PDF|no extractable text"):
+        load_bytes("broken.pdf", b"%PDF-1.7\n this is not a pdf at all")
+
+
+def test_jsonl_records_in_beir_shape_and_bad_lines_are_skipped_with_warning() -> None:
+    lines = [
+        json.dumps(
+            {"_id": "4983", "title": "Microstructure", "text": "Alterations of the brain.", "metadata": {}}
+        ),
+        "{not json",
+        json.dumps({"id": 7, "text": "Numeric ids become strings.", "metadata": {"year": 2001}}),
+        json.dumps({"_id": "no-text"}),
+    ]
+    loaded = load_bytes("corpus.jsonl", "\n".join(lines).encode())
+    assert [(d.doc_id, d.title) for d in loaded.documents] == [
+        ("4983", "Microstructure"),
+        ("7", "Numeric ids become strings."),
+    ]
+    assert loaded.documents[1].metadata == {"year": 2001}
+    assert len(loaded.warnings) == 2
+    assert "line 2" in loaded.warnings[0] and "line 4" in loaded.warnings[1]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("image.png", b"\x89PNG", "unsupported file type .png"),
+        ("README", b"text", "unsupported file type (none)"),
+        ("empty.txt", b"  \n", "no text"),
+        ("all-bad.jsonl", b"{]\n", "no valid records"),
+    ],
+)
+def test_bad_files_fail_with_a_reason(name: str, data: bytes, reason: str) -> None:
+    with pytest.raises(LoadError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        load_bytes(name, data)
+
+
+def test_size_cap_gives_a_clear_error(tmp_path: Path) -> None:
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"x" * 2048)
+    with pytest.raises(LoadError, match="2,048 bytes, over the cap of 1,024 bytes"):
+        load_file(big, tmp_path, max_bytes=1024)
+    with pytest.raises(LoadError, match="over the cap"):
+        load_bytes("big.txt", b"x" * 2048, max_bytes=1024)
+
+
+def test_doc_ids_are_paths_relative_to_the_ingested_folder(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "one.md").write_text("# One")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "x.md").write_text("# Hidden")
+    files = list(iter_files(tmp_path))
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a/one.md"]
+    assert load_file(files[0], tmp_path).documents[0].doc_id == "a/one.md"
