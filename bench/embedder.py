@@ -15,18 +15,14 @@ import argparse
 import asyncio
 import gc
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 
-from services.cli.suite import free_port
+from services.cli.suite import start_service
 from services.common.http_client import create_http2_client
 from services.embedder.config import EmbedderSettings
 from services.embedder.model import load_model
@@ -69,31 +65,6 @@ def _offline(backend: str, texts: list[str], batch: int, seconds: float) -> floa
     return rate
 
 
-def _start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.embedder"],
-            env={**os.environ, "QUARRY_EMBEDDER_PORT": str(port), **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(log.read_text()[-2000:])
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=5).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("embedder did not become ready")
-
-
 async def _load(url: str, texts: list[str], clients: int, seconds: float) -> tuple[float, list[float]]:
     latencies: list[float] = []
     async with create_http2_client(url, timeout_s=120) as http:
@@ -120,12 +91,11 @@ async def _load(url: str, texts: list[str], clients: int, seconds: float) -> tup
 
 def _served(name: str, env: dict[str, str], texts: list[str], args: argparse.Namespace) -> _Result:
     with tempfile.TemporaryDirectory() as tmp:
-        process, url = _start(env, Path(tmp) / "embedder.log")
+        child, url = start_service("embedder", env, Path(tmp) / "embedder.log")
         try:
             rate, latencies = asyncio.run(_load(url, texts, args.clients, args.seconds))
         finally:
-            process.terminate()
-            process.wait(30)
+            child.stop(30)
     ms = np.array(latencies) * 1000
     return _Result(name, rate, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))
 

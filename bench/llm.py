@@ -32,7 +32,7 @@ from typing import Any, cast
 
 import httpx
 
-from services.cli.suite import Child, free_port
+from services.cli.suite import Child, start_service
 from services.common.http_client import create_http2_client
 from services.llm.backends.base import SamplingParams
 from services.llm.backends.llamacpp import LlamaCppBackend, default_gguf_path
@@ -158,30 +158,14 @@ async def _measure(runner: Runner, prompts: list[list[dict[str, str]]], concurre
 
 
 def _start_service(slots: int, threads: int, log: Path) -> tuple[Child, str]:
-    port = free_port()
     env = {
-        "QUARRY_LLM_PORT": str(port),
         "QUARRY_LLM_SLOTS": str(slots),
         "QUARRY_LLM_THREADS": str(threads),
         "QUARRY_LLM_MAX_QUEUE": "64",
         "QUARRY_LLM_REQUEST_TIMEOUT_S": "3600",  # a loaded machine must not turn samples into 504s
         "QUARRY_LLM_LOG_LEVEL": "warning",
     }
-    url = f"http://127.0.0.1:{port}"
-    child = Child("llm", [sys.executable, "-m", "services.llm"], env, f"{url}/health/ready", log)
-    child.start()
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if not child.alive():
-            raise RuntimeError(log.read_text()[-2000:])
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return child, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    child.stop()
-    raise RuntimeError("llm service not ready in time")
+    return start_service("llm", env, log, timeout_s=180)
 
 
 def _row(name: str, concurrency: int, samples: list[Sample]) -> dict[str, Any]:

@@ -14,6 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
 from ingest.chunking import Chunk, Chunker
 from ingest.documents import Document
 from ingest.store import ChunkStore
@@ -67,6 +75,12 @@ class _Pending:
     status: Status
 
 
+def _log_wait(state: RetryCallState) -> None:
+    outcome = state.outcome
+    error = str(outcome.exception()) if outcome is not None else ""
+    _log.warning("embedder_unavailable_waiting", attempt=state.attempt_number, error=error)
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
@@ -79,12 +93,14 @@ class Indexer:
         redis: Any,
         dim: int,
         embed_concurrency: int = 4,
+        embedder_wait_s: float = 300.0,
     ) -> None:
         self._store = store
         self._embeddings = embeddings
         self._redis = redis
         self._dim = dim
         self._embed_slots = asyncio.Semaphore(embed_concurrency)
+        self._embedder_wait_s = embedder_wait_s
 
     async def ensure_collection(self, collection: str) -> bool:
         return await self._store.ensure_collection(collection, self._dim)
@@ -145,6 +161,24 @@ class Indexer:
         await self._store.delete_chunks(collection, stale)
         return {p.doc.doc_id: DocOutcome(p.status, chunks=len(p.chunks)) for p in pending}
 
+    async def _embed_waiting(self, batch: list[str]) -> list[list[float]]:
+        """Embeds ``batch``, waiting out an embedder outage (a restart, a full queue) with backoff.
+
+        Embedding is idempotent, so retrying is safe; a job then outlives a restart of the
+        embedder instead of spending its attempts in seconds (F6 in docs/reliability.md).
+        """
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(EmbeddingsUnavailable),
+            stop=stop_after_delay(self._embedder_wait_s),
+            wait=wait_exponential(multiplier=0.5, max=10.0),
+            before_sleep=_log_wait,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._embeddings.embed(batch)
+        raise AssertionError("unreachable: tenacity reraises the last failure")
+
     async def _embed_and_upsert(
         self, collection: str, pending: list[_Pending], on_embedded: Callable[[int], None] | None
     ) -> None:
@@ -152,7 +186,7 @@ class Indexer:
 
         async def embed(batch: list[str]) -> list[list[float]]:
             async with self._embed_slots:
-                vectors = await self._embeddings.embed(batch)
+                vectors = await self._embed_waiting(batch)
             if on_embedded is not None:
                 on_embedded(len(batch))
             return vectors

@@ -45,7 +45,9 @@ async def open_resources(settings: IngestSettings) -> AsyncIterator[IngestResour
             store=store,
             embeddings=embeddings,
             redis=redis,
-            indexer=Indexer(store, embeddings, redis, settings.embedding_dim),
+            indexer=Indexer(
+                store, embeddings, redis, settings.embedding_dim, embedder_wait_s=settings.embedder_wait_s
+            ),
             configs=CollectionConfigs(
                 redis, CollectionConfig(settings.chunk_tokens, settings.chunk_overlap_tokens)
             ),

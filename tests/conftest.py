@@ -32,6 +32,9 @@ def redis_url() -> str:
         client.ping()
     except redis.RedisError as exc:  # pragma: no cover - environment problem
         pytest.exit(f"Redis is required at {TEST_REDIS_URL}: {exc}", returncode=3)
+    # The database is the tests' own: start each session without an earlier run's cache and keys.
+    client.flushdb()
+    client.close()
     return TEST_REDIS_URL
 
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +84,46 @@ class Child:
             assert self.process is not None
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def ready(self) -> bool:
+        """Its readiness URL answers 200; a child without one is ready while it runs."""
+        if self.ready_url is None:
+            return self.alive()
+        try:
+            return httpx.get(self.ready_url, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self, deadline: float, ready: Callable[[], bool] | None = None) -> None:
+        """Polls ``ready`` (default :meth:`ready`) until it holds; fails fast if the child exits."""
+        check = ready or self.ready
+        while time.monotonic() < deadline:
+            if not self.alive():
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise SuiteError(f"{self.name} exited during start; log tail:\n{tail}")
+            if check():
+                return
+            time.sleep(0.2)
+        raise SuiteError(f"{self.name} was not ready in time; see {self.log_path}")
+
+
+def start_service(
+    name: str, env: dict[str, str], log_path: Path, timeout_s: float = 300.0
+) -> tuple[Child, str]:
+    """One service alone on a free port, started and ready; returns it and its URL (for benchmarks)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", f"services.{name}"]
+    child = Child(
+        name, argv, {f"QUARRY_{name.upper()}_PORT": str(port), **env}, f"{url}/health/ready", log_path
+    )
+    child.start()
+    try:
+        child.wait_ready(time.monotonic() + timeout_s)
+    except BaseException:
+        child.stop()
+        raise
+    return child, url
 
 
 @dataclass
@@ -175,30 +216,16 @@ class Suite:
         self.wait_ready(name, time.monotonic() + timeout_s)
 
     def wait_ready(self, name: str, deadline: float) -> None:
-        child = self.children[name]
-        while time.monotonic() < deadline:
-            if not child.alive():
-                tail = child.log_path.read_text(errors="replace")[-2000:]
-                raise SuiteError(f"{name} exited during start; log tail:\n{tail}")
-            if self._ready(name):
-                return
-            time.sleep(0.2)
-        raise SuiteError(f"{name} was not ready in time; see {child.log_path}")
+        self.children[name].wait_ready(deadline, lambda: self._ready(name))
 
     def _ready(self, name: str) -> bool:
-        child = self.children[name]
-        if name == "ingest-worker":  # no port: it pulls jobs from Redis
-            return child.alive()
-        if child.ready_url is None:  # milvus: ready when it accepts connections
+        if name == "milvus":  # no HTTP health: ready when it accepts connections
             try:
                 with socket.create_connection(("127.0.0.1", self.ports.milvus), timeout=0.5):
                     return True
             except OSError:
                 return False
-        try:
-            return httpx.get(child.ready_url, timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return self.children[name].ready()  # the worker has no port: it pulls jobs from Redis
 
     def status(self) -> dict[str, str]:
         return {name: ("ready" if self._ready(name) else "not ready") for name in self.children}

@@ -14,8 +14,10 @@ from services.common.wiring import wire_service
 from services.rag.cache import AnswerCache
 from services.rag.collection_loading import CollectionLoader
 from services.rag.config import RagSettings
+from services.rag.guarded_retrieval import GuardedRetrieval
 from services.rag.llm_client import ChatClient
 from services.rag.reranker import Reranker
+from services.rag.resilience import circuit_breakers
 from services.rag.retriever import RetrievalConfig, Retriever
 from services.rag.routes import router
 from services.rag.search import SearchService
@@ -36,24 +38,27 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.query_service = QueryService(
+        # One breaker per dependency, shared by /v1/query and /v1/search.
+        breakers = circuit_breakers(settings.breaker_failures, settings.breaker_reset_s)
+        retrieval = GuardedRetrieval(
             settings,
-            AnswerCache(redis, settings.cache_ttl_s),
+            breakers,
             embeddings,
             retriever,
-            chat,
             CollectionLoader(settings.milvus_uri, settings.milvus_token),
         )
+        app.state.query_service = QueryService(
+            settings, AnswerCache(redis, settings.cache_ttl_s), retrieval, chat, breakers
+        )
         reranker = await asyncio.to_thread(Reranker, settings.rerank_model) if settings.rerank_model else None
-        app.state.search_service = SearchService(settings, embeddings, retriever, reranker)
+        app.state.search_service = SearchService(settings, retrieval, reranker)
         try:
             yield
         finally:
             await embeddings.aclose()
             await chat.aclose()
             await redis.aclose()
-            retriever.close()
-            app.state.query_service.loader.close()
+            retrieval.close()
 
     async def embedder_ready() -> None:
         (await embeddings.http.get("/health/ready")).raise_for_status()

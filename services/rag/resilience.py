@@ -88,6 +88,14 @@ class Guard:
         raise AssertionError("unreachable: tenacity reraises the last failure")
 
 
+def named_guard(
+    breakers: AsyncCircuitBreakerFactory, name: str, policy: GuardPolicy, *failures: type[Exception]
+) -> Guard:
+    """A guard whose breaker starts out reported closed in the metrics."""
+    rag_metrics.CIRCUIT_OPEN.labels(name).set(0)
+    return Guard(name, breakers, policy, failures)
+
+
 def circuit_breakers(failure_threshold: int, reset_s: float) -> AsyncCircuitBreakerFactory:
     """A breaker factory whose state changes are exported as ``quarry_rag_circuit_open``."""
     factory = AsyncCircuitBreakerFactory(default_threshold=failure_threshold, default_ttl=reset_s)

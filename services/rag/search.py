@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 from services.common.context import current_request_id
-from services.common.embeddings_client import EmbeddingsClient, EmbeddingsUnavailable
-from services.common.errors import APIError
 from services.rag.config import RagSettings
+from services.rag.guarded_retrieval import GuardedRetrieval
 from services.rag.reranker import Reranker
-from services.rag.retriever import CollectionNotFound, Hit, RetrievalUnavailable, Retriever
+from services.rag.retriever import Hit
 from services.rag.schemas import SearchHit, SearchRequest, SearchResponse, filter_expression
 
 
@@ -17,13 +16,11 @@ class SearchService:
     def __init__(
         self,
         settings: RagSettings,
-        embeddings: EmbeddingsClient,
-        retriever: Retriever,
+        retrieval: GuardedRetrieval,
         reranker: Reranker | None = None,
     ) -> None:
         self.settings = settings
-        self.embeddings = embeddings
-        self.retriever = retriever
+        self.retrieval = retrieval
         self.reranker = reranker
 
     async def search(self, request: SearchRequest) -> SearchResponse:
@@ -33,30 +30,20 @@ class SearchService:
         vector: list[float] | None = None
         if mode != "bm25":
             mark = time.perf_counter()
-            try:
-                vector = (await self.embeddings.embed([request.query]))[0]
-            except EmbeddingsUnavailable as exc:
-                raise APIError(503, "embedder_unavailable", "the embedding service is unavailable") from exc
+            vector = await self.retrieval.embed(request.query)
             timings["embed"] = _ms(mark)
 
         rerank = self.reranker is not None and request.rerank
         depth = max(request.top_k, self.settings.rerank_depth) if rerank else request.top_k
         mark = time.perf_counter()
-        try:
-            hits = await self.retriever.search(
-                request.collection,
-                vector,
-                depth,
-                query=request.query,
-                mode=mode,
-                filter_expr=filter_expression(request.filters),
-            )
-        except CollectionNotFound as exc:
-            raise APIError(
-                404, "collection_not_found", f"collection {request.collection!r} does not exist"
-            ) from exc
-        except RetrievalUnavailable as exc:
-            raise APIError(503, "retrieval_unavailable", "the vector store is unavailable") from exc
+        hits = await self.retrieval.retrieve(
+            request.collection,
+            vector,
+            depth,
+            query=request.query,
+            mode=mode,
+            filter_expr=filter_expression(request.filters),
+        )
         timings["retrieve"] = _ms(mark)
 
         if rerank and self.reranker is not None:

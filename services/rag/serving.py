@@ -12,20 +12,21 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from purgatory import AsyncCircuitBreakerFactory
+
 from services.common.context import current_request_id
-from services.common.embeddings_client import EmbeddingsClient, EmbeddingsUnavailable
 from services.common.errors import APIError
 from services.common.logs import get_logger
 from services.rag import rag_metrics
 from services.rag.attribution import attribute
 from services.rag.cache import AnswerCache, CacheUnavailable
-from services.rag.collection_loading import CollectionLoader, needs_load
 from services.rag.config import RagSettings
 from services.rag.extractive import extractive_answer
+from services.rag.guarded_retrieval import GuardedRetrieval
 from services.rag.llm_client import ChatClient, GenerationUnavailable
 from services.rag.prompt import PROMPT_VERSION, build_messages, select_sources
-from services.rag.resilience import DependencyUnavailable, Guard, GuardPolicy, circuit_breakers
-from services.rag.retriever import CollectionNotFound, Hit, RetrievalUnavailable, Retriever
+from services.rag.resilience import DependencyUnavailable, GuardPolicy, named_guard
+from services.rag.retriever import Hit
 from services.rag.safety import groundedness, injection_flags, redact
 from services.rag.schemas import Citation, QueryRequest, QueryResponse, Safety, Usage, filter_expression
 from services.rag.streaming import StreamRedactor, sse_event
@@ -55,33 +56,22 @@ class QueryService:
         self,
         settings: RagSettings,
         cache: AnswerCache,
-        embeddings: EmbeddingsClient,
-        retriever: Retriever,
+        retrieval: GuardedRetrieval,
         chat: ChatClient,
-        loader: CollectionLoader | None = None,
+        breakers: AsyncCircuitBreakerFactory,
     ) -> None:
         self.settings = settings
-        self.loader = loader
         self.cache = cache
-        self.embeddings = embeddings
-        self.retriever = retriever
+        self.retrieval = retrieval
         self.chat = chat
-        breakers = circuit_breakers(settings.breaker_failures, settings.breaker_reset_s)
         s = settings
-
-        def guard(name: str, timeout_s: float, retries: int, *failures: type[Exception]) -> Guard:
-            rag_metrics.CIRCUIT_OPEN.labels(name).set(0)
-            return Guard(name, breakers, GuardPolicy(timeout_s, retries, s.retry_backoff_s), failures)
-
-        self._cache_guard = guard("redis", s.cache_timeout_s, 0, CacheUnavailable)
-        self._embed_guard = guard("embedder", s.embed_timeout_s, s.retries, EmbeddingsUnavailable)
-        self._retrieve_guard = guard("milvus", s.retrieve_timeout_s, s.retries, RetrievalUnavailable)
-        self._llm_guard = guard("llm", s.llm_timeout_s, 0, GenerationUnavailable)
+        self._cache_guard = named_guard(breakers, "redis", GuardPolicy(s.cache_timeout_s), CacheUnavailable)
+        self._llm_guard = named_guard(breakers, "llm", GuardPolicy(s.llm_timeout_s), GenerationUnavailable)
         self._drift = rag_metrics.DriftTracker()
 
     def _cache_settings(self, request: QueryRequest) -> dict[str, Any]:
         """Everything besides the question and collection that changes the answer."""
-        retrieval = self.retriever.config
+        retrieval = self.retrieval.retriever.config
         return {
             "top_k": request.top_k or self.settings.default_top_k,
             "max_tokens": request.max_tokens or self.settings.default_max_tokens,
@@ -169,64 +159,26 @@ class QueryService:
             return query
 
         mark = time.perf_counter()
-        try:
-            vector = (
-                await self._embed_guard.call(
-                    lambda: self.embeddings.embed([request.question]), idempotent=True
-                )
-            )[0]
-        except DependencyUnavailable as exc:
-            raise self._unavailable(exc, "embedder_unavailable", "the embedding service") from exc
+        vector = await self.retrieval.embed(request.question)
         query.timings["embed"] = _ms(mark)
 
         mark = time.perf_counter()
-        top_k = request.top_k or self.settings.default_top_k
-        try:
-            hits = await self._retrieve_guard.call(
-                lambda: self._search(request, vector, top_k), idempotent=True
-            )
-        except CollectionNotFound as exc:
-            raise APIError(
-                404, "collection_not_found", f"collection {request.collection!r} does not exist"
-            ) from exc
-        except DependencyUnavailable as exc:
-            raise self._unavailable(exc, "retrieval_unavailable", "the vector store") from exc
+        hits = await self.retrieval.retrieve(
+            request.collection,
+            vector,
+            request.top_k or self.settings.default_top_k,
+            query=request.question,
+            filter_expr=filter_expression(request.filters),
+        )
         query.timings["retrieve"] = _ms(mark)
         if hits:
             self._drift.observe(hits[0].score)
         query.sources = select_sources(hits, self.settings.max_context_tokens)
         return query
 
-    async def _search(self, request: QueryRequest, vector: list[float], top_k: int) -> list[Hit]:
-        async def search() -> list[Hit]:
-            return await self.retriever.search(
-                request.collection,
-                vector,
-                top_k,
-                query=request.question,
-                filter_expr=filter_expression(request.filters),
-            )
-
-        try:
-            return await search()
-        except RetrievalUnavailable as exc:
-            if self.loader is None or not needs_load(exc):
-                raise
-            _log.warning("collection_reloaded", collection=request.collection)
-            await self.loader.load(request.collection)
-            return await search()
-
     def _prompt(self, query: _Query) -> tuple[list[dict[str, str]], int]:
         messages = build_messages(query.request.question, query.sources)
         return messages, query.request.max_tokens or self.settings.default_max_tokens
-
-    def _unavailable(self, exc: DependencyUnavailable, code: str, what: str) -> APIError:
-        """A hard dependency is down: 503, retry after the breaker would let a call through."""
-        rag_metrics.UNAVAILABLE.labels(exc.dependency).inc()
-        retry_after = str(max(1, round(self.settings.breaker_reset_s)))
-        return APIError(
-            503, code, f"{what} is unavailable; retry shortly", headers={"retry-after": retry_after}
-        )
 
     def _degrade_llm(self, query: _Query, exc: Exception) -> str:
         _log.warning("llm_degraded", error=str(exc))
@@ -275,6 +227,9 @@ class QueryService:
             return
         key = query.key
         value = response.model_dump(exclude={"request_id", "timings_ms", "cached", "degraded"})
+        # Every source the model saw, not just the cited ones: a replayed stream's `sources`
+        # event must match what a generated one sends.
+        value[_CACHED_SOURCES] = self._sources(query)
         try:
             await self._cache_guard.call(lambda: self.cache.put(key, value), idempotent=True)
         except DependencyUnavailable:
@@ -284,9 +239,10 @@ class QueryService:
     def _from_cache(self, query: _Query) -> QueryResponse:
         assert query.cached is not None
         self._finish_timings(query)
+        cached = {k: v for k, v in query.cached.items() if k != _CACHED_SOURCES}
         response = QueryResponse.model_validate(
             {
-                **query.cached,
+                **cached,
                 "cached": True,
                 "degraded": [],
                 "timings_ms": query.timings,
@@ -296,14 +252,18 @@ class QueryService:
         response.safety.injection = query.injection  # a property of this question, not of the answer
         return response
 
+    def _sources(self, query: _Query) -> list[dict[str, Any]]:
+        return [_citation(n, hit).model_dump() for n, hit in enumerate(query.sources, start=1)]
+
     def _sources_event(self, query: _Query) -> str:
-        sources = [_citation(n, hit).model_dump() for n, hit in enumerate(query.sources, start=1)]
-        return sse_event("sources", {"sources": sources, "request_id": current_request_id()})
+        return sse_event("sources", {"sources": self._sources(query), "request_id": current_request_id()})
 
     async def _replay(self, query: _Query) -> AsyncIterator[str]:
         """A cached answer as the same event sequence a generated one has."""
+        assert query.cached is not None
+        # Entries written before sources were stored replay their citations instead.
+        sources = query.cached.get(_CACHED_SOURCES, query.cached.get("citations", []))
         response = self._from_cache(query)
-        sources = [c.model_dump() for c in response.citations]
         yield sse_event("sources", {"sources": sources, "request_id": response.request_id})
         for start in range(0, len(response.answer), _REPLAY_CHUNK):
             yield sse_event("token", {"text": response.answer[start : start + _REPLAY_CHUNK]})
@@ -360,6 +320,9 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
         completion_tokens=completion_tokens,
         total_tokens=prompt_tokens + completion_tokens,
     )
+
+
+_CACHED_SOURCES = "_sources"
 
 
 def _citation(n: int, hit: Hit) -> Citation:

@@ -92,6 +92,8 @@ async def test_stream_sends_sources_tokens_done_then_replays_from_cache(
     again = _check_sequence(replay)
     assert again["cached"] is True
     assert again["answer"] == done["answer"] and again["citations"] == done["citations"]
+    # A replay shows every source the model saw, as the generated stream did.
+    assert replay[0][1]["sources"] == sources
 
     # The JSON path shares the cache with the stream.
     plain = (await rag.post("/v1/query", json=body)).json()

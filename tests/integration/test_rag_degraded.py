@@ -202,11 +202,20 @@ async def test_embedder_down_is_503_but_cached_answers_still_served(
         assert int(response.headers["retry-after"]) >= 1
         still = await rag.post("/v1/query", json=cached_body)
         assert still.status_code == 200 and still.json()["cached"] is True
+        # /v1/search goes through the same guarded path: same code, same Retry-After.
+        search = await rag.post("/v1/search", json={"query": "anything", "collection": collection})
+        assert search.status_code == 503 and search.json()["error"]["code"] == "embedder_unavailable"
+        assert int(search.headers["retry-after"]) >= 1
+        # BM25 needs no embedder, so it keeps working.
+        lexical = {"query": "cache", "collection": collection, "mode": "bm25"}
+        assert (await rag.post("/v1/search", json=lexical)).status_code == 200
     finally:
         own_suite.restart("embedder")
     body = _body(collection)
     recovered = await _eventually(lambda: rag.post("/v1/query", json=body), lambda r: r.status_code == 200)
     assert recovered.status_code == 200, recovered.text
+    search_body = {"query": "anything", "collection": collection}
+    assert (await rag.post("/v1/search", json=search_body)).status_code == 200
 
 
 async def test_milvus_down_is_503_then_recovers(
@@ -218,11 +227,17 @@ async def test_milvus_down_is_503_then_recovers(
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "retrieval_unavailable"
         assert await _metric(rag, 'quarry_rag_unavailable_total{dependency="milvus"}') >= 1
+        search = await rag.post("/v1/search", json={"query": "anything", "collection": collection})
+        assert search.status_code == 503 and search.json()["error"]["code"] == "retrieval_unavailable"
+        assert int(search.headers["retry-after"]) >= 1
     finally:
         own_suite.restart("milvus")
     body = _body(collection)
     recovered = await _eventually(lambda: rag.post("/v1/query", json=body), lambda r: r.status_code == 200)
     assert recovered.status_code == 200, recovered.text
+    # Search recovers with the same breaker, no restart.
+    search_body = {"query": "anything", "collection": collection}
+    assert (await rag.post("/v1/search", json=search_body)).status_code == 200
     assert recovered.json()["citations"] or recovered.json()["attribution"] == "none"
 
 

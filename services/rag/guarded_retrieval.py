@@ -1,0 +1,101 @@
+"""Embed a text and retrieve its chunks, guarded: the one path ``/v1/query`` and ``/v1/search`` share.
+
+Both routes get the same timeouts, retries with jitter, circuit breakers (one per
+dependency, shared by the routes), collection reload after a Milvus restart, and the
+same HTTP errors: 404 for a missing collection, 503 with ``Retry-After`` when the
+embedder or Milvus is down.
+"""
+
+from __future__ import annotations
+
+from purgatory import AsyncCircuitBreakerFactory
+
+from services.common.embeddings_client import EmbeddingsClient, EmbeddingsUnavailable
+from services.common.errors import APIError
+from services.common.logs import get_logger
+from services.rag import rag_metrics
+from services.rag.collection_loading import CollectionLoader, needs_load
+from services.rag.config import RagSettings
+from services.rag.resilience import DependencyUnavailable, GuardPolicy, named_guard
+from services.rag.retriever import CollectionNotFound, Hit, Mode, RetrievalUnavailable, Retriever
+
+_log = get_logger(__name__)
+
+
+class GuardedRetrieval:
+    def __init__(
+        self,
+        settings: RagSettings,
+        breakers: AsyncCircuitBreakerFactory,
+        embeddings: EmbeddingsClient,
+        retriever: Retriever,
+        loader: CollectionLoader | None = None,
+    ) -> None:
+        self.retriever = retriever
+        self.loader = loader
+        self._embeddings = embeddings
+        self._retry_after = str(max(1, round(settings.breaker_reset_s)))
+        s = settings
+        self._embed_guard = named_guard(
+            breakers,
+            "embedder",
+            GuardPolicy(s.embed_timeout_s, s.retries, s.retry_backoff_s),
+            EmbeddingsUnavailable,
+        )
+        self._retrieve_guard = named_guard(
+            breakers,
+            "milvus",
+            GuardPolicy(s.retrieve_timeout_s, s.retries, s.retry_backoff_s),
+            RetrievalUnavailable,
+        )
+
+    async def embed(self, text: str) -> list[float]:
+        try:
+            vectors = await self._embed_guard.call(lambda: self._embeddings.embed([text]), idempotent=True)
+        except DependencyUnavailable as exc:
+            raise self._unavailable(exc, "embedder_unavailable", "the embedding service") from exc
+        return vectors[0]
+
+    async def retrieve(
+        self,
+        collection: str,
+        vector: list[float] | None,
+        top_k: int,
+        *,
+        query: str,
+        mode: Mode | None = None,
+        filter_expr: str = "",
+    ) -> list[Hit]:
+        async def search() -> list[Hit]:
+            return await self.retriever.search(
+                collection, vector, top_k, query=query, mode=mode, filter_expr=filter_expr
+            )
+
+        async def search_or_reload() -> list[Hit]:
+            try:
+                return await search()
+            except RetrievalUnavailable as exc:
+                if self.loader is None or not needs_load(exc):
+                    raise
+                _log.warning("collection_reloaded", collection=collection)
+                await self.loader.load(collection)
+                return await search()
+
+        try:
+            return await self._retrieve_guard.call(search_or_reload, idempotent=True)
+        except CollectionNotFound as exc:
+            raise APIError(404, "collection_not_found", f"collection {collection!r} does not exist") from exc
+        except DependencyUnavailable as exc:
+            raise self._unavailable(exc, "retrieval_unavailable", "the vector store") from exc
+
+    def close(self) -> None:
+        self.retriever.close()
+        if self.loader is not None:
+            self.loader.close()
+
+    def _unavailable(self, exc: DependencyUnavailable, code: str, what: str) -> APIError:
+        """A hard dependency is down: 503, retry after the breaker would let a call through."""
+        rag_metrics.UNAVAILABLE.labels(exc.dependency).inc()
+        return APIError(
+            503, code, f"{what} is unavailable; retry shortly", headers={"retry-after": self._retry_after}
+        )
