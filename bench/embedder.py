@@ -1,6 +1,6 @@
 """Embedder throughput: the bare model vs the service with and without dynamic batching.
 
-    .venv/bin/python -m bench.embedder --seconds 20
+    .venv/bin/python -m bench.embedder --seconds 12 --rounds 3
 
 (a) the bare model, ``encode`` on one big batch (the limit); (b) the service under
 ``--clients`` concurrent clients each sending one text at a time; (c) the same
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.util
 import json
 import tempfile
 import time
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per scenario")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--words", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=2, help="(a), (b), (c) alternated this many times")
     parser.add_argument("--backend", default="", help="backend of (a)-(c); default: the service's")
     parser.add_argument("--backends", default="torch,onnx,onnx-int8", help="offline comparison")
     args = parser.parse_args()
@@ -119,22 +121,30 @@ def main() -> None:
 
     print(f"offline, {args.words}-word texts, texts/s (batch 1 / batch {batch}):")
     for name in args.backends.split(","):
+        if name.startswith("onnx") and importlib.util.find_spec("onnxruntime") is None:
+            print(f"  {name:10s} not installed (pip install -e '.[onnx]')", flush=True)
+            continue
         one = _offline(name, texts, 1, args.seconds / 4)
         many = _offline(name, texts, batch, args.seconds / 4)
         print(f"  {name:10s} {one:8.1f} {many:8.1f}", flush=True)
 
     env = {"QUARRY_EMBEDDER_BACKEND": backend}
-    rows = [_Result(f"(a) bare model, batch {batch}", _offline(backend, texts, batch, args.seconds))]
-    rows.append(_served(f"(b) service, {args.clients} clients", env, texts, args))
-    rows.append(
-        _served("(c) service, batching off", {**env, "QUARRY_EMBEDDER_BATCHING": "false"}, texts, args)
-    )
     print(f"\nbackend {backend}, {args.clients} clients x 1 text, {args.seconds:.0f} s each")
-    print("| scenario | texts/s | p50 ms | p99 ms |\n|---|---:|---:|---:|")
-    for row in rows:
-        print(f"| {row.name} | {_fmt(row.texts_per_s)} | {_fmt(row.p50_ms)} | {_fmt(row.p99_ms)} |")
-    a, b, c = (row.texts_per_s for row in rows)
-    print(f"| ratio (b)/(a) | {b / a:.2f}x | | |\n| ratio (b)/(c) | {b / c:.2f}x | | |")
+    print("| round | scenario | texts/s | p50 ms | p99 ms |\n|---|---|---:|---:|---:|")
+    totals = [0.0, 0.0, 0.0]
+    # Rounds alternate the three scenarios, so a slow spell of a shared machine hits all of them.
+    for round_ in range(1, args.rounds + 1):
+        rows = [_Result(f"(a) bare model, batch {batch}", _offline(backend, texts, batch, args.seconds))]
+        rows.append(_served(f"(b) service, {args.clients} clients", env, texts, args))
+        rows.append(
+            _served("(c) service, batching off", {**env, "QUARRY_EMBEDDER_BATCHING": "false"}, texts, args)
+        )
+        for i, row in enumerate(rows):
+            totals[i] += row.texts_per_s
+            cells = [row.name, _fmt(row.texts_per_s), _fmt(row.p50_ms), _fmt(row.p99_ms)]
+            print(f"| {round_} | " + " | ".join(cells) + " |", flush=True)
+    a, b, c = totals
+    print(f"| all | ratio (b)/(a) | {b / a:.2f}x | | |\n| all | ratio (b)/(c) | {b / c:.2f}x | | |")
 
 
 if __name__ == "__main__":

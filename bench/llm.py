@@ -5,9 +5,9 @@
 Fixed RAG-style prompts (about 500 tokens of context, one question), greedy decoding so every
 path produces the same tokens. Three paths, each at concurrency 1 and 4:
 
-- ``llama``: ``Llama.create_completion(stream=True)`` called directly (concurrency 1 only: one
-  context cannot serve two callers);
-- ``backend``: the service's LlamaCppBackend in this process (its slot pool and thread hop);
+- ``llama``: ``Llama.create_completion(stream=True)`` called directly on the backend's context
+  and thread (concurrent callers queue for the slot, as they do in the service);
+- ``backend``: the service's LlamaCppBackend in this process (its slot pool and token queue);
 - ``service``: ``python -m services.llm`` over h2c, SSE parsed by the client.
 
 Time to first token is measured at the caller; decode tokens/s is (tokens - 1) over the time from
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import statistics
 import sys
@@ -78,16 +77,14 @@ def _sample(start: float, stamps: list[float]) -> Sample:
 Runner = Callable[[list[dict[str, str]]], Awaitable[Sample]]
 
 
-def llama_runner(backend: LlamaCppBackend, threads: int, max_tokens: int) -> Runner:
-    """Raw llama.cpp on its own context, driven from a worker thread."""
-    from llama_cpp import Llama
+def llama_runner(backend: LlamaCppBackend, max_tokens: int) -> Runner:
+    """Raw llama.cpp on the backend's own context and thread, without the service around it.
 
-    # One context with the threads a service slot gets (see LlamaCppBackend).
-    llama = Llama(model_path=default_gguf_path(), n_ctx=2048, n_threads=threads, verbose=False)
+    The same thread matters: llama.cpp's OpenMP team belongs to its caller thread, and two
+    teams in one process slow each other down about 2.5x (see LlamaCppBackend).
+    """
 
-    def run(messages: list[dict[str, str]]) -> Sample:
-        tokens, stops = backend.encode_prompt(messages)  # the same prompt tokens as the service
-        start = time.perf_counter()
+    def run(llama: Any, tokens: list[int], stops: list[str], start: float) -> Sample:
         stamps = []
         chunks = llama.create_completion(
             prompt=tokens,
@@ -103,7 +100,9 @@ def llama_runner(backend: LlamaCppBackend, threads: int, max_tokens: int) -> Run
         return _sample(start, stamps)
 
     async def runner(messages: list[dict[str, str]]) -> Sample:
-        return await asyncio.to_thread(run, messages)
+        start = time.perf_counter()  # before the wait for the slot, as the other paths count it
+        tokens, stops = backend.encode_prompt(messages)  # the same prompt tokens as the service
+        return await backend.call_on_slot(lambda llama: run(llama, tokens, stops, start))
 
     return runner
 
@@ -191,9 +190,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         async with create_http2_client(url, timeout_s=600) as client:
             runners = {
-                "llama": llama_runner(
-                    backend, args.threads or max(1, (os.cpu_count() or 1) // args.slots), args.max_tokens
-                ),
+                "llama": llama_runner(backend, args.max_tokens),
                 "backend": backend_runner(backend, args.max_tokens),
                 "service": service_runner(client, args.max_tokens),
             }
@@ -203,8 +200,6 @@ async def main(args: argparse.Namespace) -> None:
             for _ in range(args.rounds):
                 for concurrency in (1, 4):
                     for name, runner in runners.items():
-                        if name == "llama" and concurrency > 1:
-                            continue
                         samples = await _measure(runner, prompts, concurrency)
                         results.setdefault((name, concurrency), []).extend(samples)
                         print(f"measured {name} at concurrency {concurrency}", flush=True)
