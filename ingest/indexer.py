@@ -105,6 +105,9 @@ class Indexer:
     async def ensure_collection(self, collection: str) -> bool:
         return await self._store.ensure_collection(collection, self._dim)
 
+    async def flush(self, collection: str) -> None:
+        await self._store.flush(collection)
+
     async def index_batch(
         self,
         collection: str,

@@ -55,3 +55,6 @@ async def index_documents(
     for start in range(0, len(documents), batch_documents):
         batch = documents[start : start + batch_documents]
         await on_batch(await indexer.index_batch(collection, batch, chunker, on_embedded))
+    # Once per job, not per batch: each flush seals a segment, and many small ones slow a real
+    # Milvus down (it compacts them later) as much as unsealed rows slow Milvus Lite.
+    await indexer.flush(collection)

@@ -172,6 +172,12 @@ class ChunkStore:
     async def delete_document(self, collection: str, doc_id: str) -> None:
         await self._run("delete", collection, filter=field_equals(vs.DOC_ID, doc_id))
 
+    async def flush(self, collection: str) -> None:
+        """Seals what was written into segments. Milvus Lite searches unsealed rows by
+        materialising every one in Python: on 5,183 SciFact chunks a dense search took 160 ms
+        before a flush and 35 ms after, BM25 850 ms and 200 ms."""
+        await self._run("flush", collection)
+
     async def count(self, collection: str) -> int:
         rows = await self._query(collection, "", ["count(*)"])
         return int(rows[0]["count(*)"])

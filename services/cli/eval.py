@@ -102,6 +102,7 @@ def index_corpus(uri: str, collection: str, split: BeirSplit, vectors: Any) -> N
         ]
         for start in range(0, len(rows), _INSERT_BATCH):
             client.insert(collection, rows[start : start + _INSERT_BATCH])
+        client.flush(collection)  # sealed segments: see ChunkStore.flush
     finally:
         client.close()
 

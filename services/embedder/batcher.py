@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.common.logs import get_logger
 from services.embedder import metrics
 from services.embedder.model import Vectors
+
+
+_log = get_logger(__name__)
 
 
 class QueueFull(Exception):
@@ -170,6 +174,7 @@ class Batcher:
             vectors = await loop.run_in_executor(self._executor, self._encode, texts)
         except Exception as exc:  # a failing pass fails its callers, never the worker
             metrics.MODEL_FAILURES.inc()
+            _log.exception("model_failed", texts=len(batch))
             for item in batch:
                 if not item.job.future.done():
                     item.job.future.set_exception(ModelFailed(f"{type(exc).__name__}: {exc}"))
