@@ -24,7 +24,6 @@ from services.common.logs import get_logger
 from services.embedder import metrics
 from services.embedder.model import Vectors
 
-
 _log = get_logger(__name__)
 
 
