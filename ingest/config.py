@@ -39,9 +39,9 @@ class IngestSettings(ServiceSettings):
         30, description="A job silent this long is taken as dead and re-run by another worker."
     )
     job_retries: int = Field(5, description="Attempts per job before it is marked failed.")
-    embedder_wait_s: float = Field(
+    dependency_wait_s: float = Field(
         300.0,
-        description="How long indexing waits out an unavailable embedder before the attempt fails.",
+        description="How long indexing waits out an unavailable embedder or Milvus before the attempt fails.",
     )
     sweep_interval_s: int = Field(5, description="How often workers look for jobs of dead workers.")
     job_ttl_s: int = Field(7 * 24 * 3600, description="How long a finished job's record is kept.")

@@ -10,9 +10,10 @@ never finds a changed document missing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -24,13 +25,14 @@ from tenacity import (
 
 from ingest.chunking import Chunk, Chunker
 from ingest.documents import Document
-from ingest.store import ChunkStore
+from ingest.store import ChunkStore, StoreUnavailable
 from services.common import vector_schema as vs
 from services.common.corpus_generation import bump_generation
 from services.common.embeddings_client import EmbeddingsClient, EmbeddingsUnavailable
 from services.common.logs import get_logger
 
 _log = get_logger(__name__)
+T = TypeVar("T")
 
 Status = Literal["added", "updated", "unchanged", "deleted", "failed"]
 STATUSES: tuple[Status, ...] = ("added", "updated", "unchanged", "deleted", "failed")
@@ -78,7 +80,7 @@ class _Pending:
 def _log_wait(state: RetryCallState) -> None:
     outcome = state.outcome
     error = str(outcome.exception()) if outcome is not None else ""
-    _log.warning("embedder_unavailable_waiting", attempt=state.attempt_number, error=error)
+    _log.warning("dependency_unavailable_waiting", attempt=state.attempt_number, error=error)
 
 
 def _describe(exc: BaseException) -> str:
@@ -93,20 +95,20 @@ class Indexer:
         redis: Any,
         dim: int,
         embed_concurrency: int = 4,
-        embedder_wait_s: float = 300.0,
+        dependency_wait_s: float = 300.0,
     ) -> None:
         self._store = store
         self._embeddings = embeddings
         self._redis = redis
         self._dim = dim
         self._embed_slots = asyncio.Semaphore(embed_concurrency)
-        self._embedder_wait_s = embedder_wait_s
+        self._dependency_wait_s = dependency_wait_s
 
     async def ensure_collection(self, collection: str) -> bool:
-        return await self._store.ensure_collection(collection, self._dim)
+        return await self._waiting(lambda: self._store.ensure_collection(collection, self._dim))
 
     async def flush(self, collection: str) -> None:
-        await self._store.flush(collection)
+        await self._waiting(lambda: self._store.flush(collection))
 
     async def index_batch(
         self,
@@ -122,7 +124,7 @@ class Indexer:
             if doc.doc_id in latest:
                 outcomes[doc.doc_id] = DocOutcome("failed", error="duplicate doc id in one batch")
             latest[doc.doc_id] = doc
-        states = await self._store.doc_states(collection, list(latest))
+        states = await self._waiting(lambda: self._store.doc_states(collection, list(latest)))
         pending: list[_Pending] = []
         for doc_id, doc in latest.items():
             state = states.get(doc_id)
@@ -149,7 +151,7 @@ class Indexer:
     ) -> dict[str, DocOutcome]:
         try:
             await self._embed_and_upsert(collection, pending, on_embedded)
-        except EmbeddingsUnavailable:
+        except (EmbeddingsUnavailable, StoreUnavailable):  # outages stop the job; never a document's fault
             raise
         except Exception as exc:
             if len(pending) == 1:
@@ -161,25 +163,30 @@ class Indexer:
                 results.update(await self._write(collection, [item], on_embedded))
             return results
         stale = sorted(cid for p in pending for cid in p.stale)
-        await self._store.delete_chunks(collection, stale)
+        await self._waiting(lambda: self._store.delete_chunks(collection, stale))
         return {p.doc.doc_id: DocOutcome(p.status, chunks=len(p.chunks)) for p in pending}
 
     async def _embed_waiting(self, batch: list[str]) -> list[list[float]]:
-        """Embeds ``batch``, waiting out an embedder outage (a restart, a full queue) with backoff.
+        return await self._waiting(lambda: self._embeddings.embed(batch))
 
-        Embedding is idempotent, so retrying is safe; a job then outlives a restart of the
-        embedder instead of spending its attempts in seconds (F6 in docs/reliability.md).
+    async def _waiting(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Runs ``call``, waiting out an outage of the embedder (a restart, a full queue) or of
+        Milvus with backoff, for up to ``dependency_wait_s``.
+
+        Every call wrapped here is idempotent (embedding, reading states, upserting by chunk
+        id, deleting by id), so retrying is safe; a job then outlives a restart instead of
+        spending its attempts in seconds (F6 in docs/reliability.md).
         """
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(EmbeddingsUnavailable),
-            stop=stop_after_delay(self._embedder_wait_s),
+            retry=retry_if_exception_type((EmbeddingsUnavailable, StoreUnavailable)),
+            stop=stop_after_delay(self._dependency_wait_s),
             wait=wait_exponential(multiplier=0.5, max=10.0),
             before_sleep=_log_wait,
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                return await self._embeddings.embed(batch)
+                return await call()
         raise AssertionError("unreachable: tenacity reraises the last failure")
 
     async def _embed_and_upsert(
@@ -217,7 +224,8 @@ class Indexer:
             for c in p.chunks
         ]
         for i in range(0, len(rows), _UPSERT_ROWS):
-            await self._store.upsert(collection, rows[i : i + _UPSERT_ROWS])
+            part = rows[i : i + _UPSERT_ROWS]
+            await self._waiting(partial(self._store.upsert, collection, part))
 
     async def delete(self, collection: str, doc_id: str) -> bool:
         if not await self._store.chunk_ids(collection, doc_id):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -52,9 +54,27 @@ async def index_documents(
     on_embedded: Callable[[int], None] | None = None,
 ) -> None:
     await indexer.ensure_collection(collection)
-    for start in range(0, len(documents), batch_documents):
-        batch = documents[start : start + batch_documents]
-        await on_batch(await indexer.index_batch(collection, batch, chunker, on_embedded))
+    # One version per doc id in a job (the last, as within a batch): two batches are in flight
+    # at once, and two versions of a document in both could interleave their writes.
+    unique = list({doc.doc_id: doc for doc in documents}.values())
+    batches = [unique[i : i + batch_documents] for i in range(0, len(unique), batch_documents)]
+    # Two batches in flight: the next one embeds while the previous one writes to Milvus,
+    # so the embedder does not idle during upserts. Outcomes are reported in order.
+    in_flight: list[asyncio.Task[dict[str, DocOutcome]]] = []
+    try:
+        for batch in batches:
+            in_flight.append(
+                asyncio.create_task(indexer.index_batch(collection, batch, chunker, on_embedded))
+            )
+            if len(in_flight) == 2:
+                await on_batch(await in_flight.pop(0))
+        while in_flight:
+            await on_batch(await in_flight.pop(0))
+    finally:
+        for task in in_flight:  # a batch failed (an outage): stop the one still running
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
     # Once per job, not per batch: each flush seals a segment, and many small ones slow a real
     # Milvus down (it compacts them later) as much as unsealed rows slow Milvus Lite.
     await indexer.flush(collection)

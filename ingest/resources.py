@@ -46,7 +46,7 @@ async def open_resources(settings: IngestSettings) -> AsyncIterator[IngestResour
             embeddings=embeddings,
             redis=redis,
             indexer=Indexer(
-                store, embeddings, redis, settings.embedding_dim, embedder_wait_s=settings.embedder_wait_s
+                store, embeddings, redis, settings.embedding_dim, dependency_wait_s=settings.dependency_wait_s
             ),
             configs=CollectionConfigs(
                 redis, CollectionConfig(settings.chunk_tokens, settings.chunk_overlap_tokens)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.common import vector_schema as vs
-from services.common.milvus_connect import connect_milvus
+from services.common.milvus_connect import connect_milvus, needs_load, unreachable
 from services.common.milvus_expr import field_equals, field_in
 
 # Milvus caps one query's offset + limit at 16,384 rows.
 _QUERY_WINDOW = 16_384
+
+
+class StoreUnavailable(ConnectionError):
+    """Milvus did not answer (down, restarting): worth waiting for, unlike a refused write."""
 
 
 @dataclass
@@ -56,9 +61,32 @@ class ChunkStore:
 
     async def _run(self, method: str, *args: Any, **kwargs: Any) -> Any:
         def call() -> Any:
-            return getattr(self._connected(), method)(*args, **kwargs)
+            client = self._connected()
+            try:
+                try:
+                    return getattr(client, method)(*args, **kwargs)
+                except Exception as exc:
+                    # A restarted Milvus comes back with its collections released.
+                    if not (args and isinstance(args[0], str) and needs_load(exc)):
+                        raise
+                    client.load_collection(args[0])
+                    return getattr(client, method)(*args, **kwargs)
+            except Exception as exc:
+                if unreachable(exc):
+                    self._disconnect(client)
+                    raise StoreUnavailable(f"Milvus unreachable: {type(exc).__name__}") from exc
+                raise
 
         return await asyncio.to_thread(call)
+
+    def _disconnect(self, client: Any) -> None:
+        # pymilvus' own channel recovery can give up for good (GOAWAY mid-recovery); a fresh
+        # client on the next call is the reliable way back.
+        with self._lock:
+            if self._client is client:
+                self._client = None
+        with contextlib.suppress(Exception):
+            client.close()
 
     async def ensure_collection(self, name: str, dim: int) -> bool:
         """Create the collection if missing; True when it was created."""

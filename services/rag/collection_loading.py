@@ -12,20 +12,6 @@ from typing import Any
 
 from services.common.milvus_connect import connect_milvus
 
-NOT_LOADED_CODE = 101
-
-
-def needs_load(exc: BaseException) -> bool:
-    """Whether ``exc`` or one of its causes is Milvus' "collection not loaded" error."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:  # pymilvus chains can loop back on themselves
-        if getattr(cause, "code", None) == NOT_LOADED_CODE:
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__
-    return False
-
 
 class CollectionLoader:
     def __init__(self, uri: str, token: str = "") -> None:

@@ -13,8 +13,9 @@ from purgatory import AsyncCircuitBreakerFactory
 from services.common.embeddings_client import EmbeddingsClient, EmbeddingsUnavailable
 from services.common.errors import APIError
 from services.common.logs import get_logger
+from services.common.milvus_connect import needs_load
 from services.rag import rag_metrics
-from services.rag.collection_loading import CollectionLoader, needs_load
+from services.rag.collection_loading import CollectionLoader
 from services.rag.config import RagSettings
 from services.rag.resilience import DependencyUnavailable, GuardPolicy, named_guard
 from services.rag.retriever import CollectionNotFound, Hit, Mode, RetrievalUnavailable, Retriever

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from pymilvus import MilvusClient
-
 from ingest.chunking import Chunker
 from ingest.loaders import record_document
+from services.common.milvus_connect import connect_milvus
 from services.common.milvus_expr import field_in
 
 
@@ -21,7 +20,7 @@ def expected_chunk_ids(records: list[dict[str, Any]], chunk_tokens: int, overlap
 def chunk_problems(milvus_uri: str, collection: str, expected: set[str], doc_ids: set[str]) -> list[str]:
     """Empty when Milvus holds every expected chunk of ``doc_ids`` exactly once and nothing else."""
     where = field_in("doc_id", sorted(doc_ids))
-    milvus = MilvusClient(milvus_uri)
+    milvus = connect_milvus(milvus_uri)
     try:
         rows = milvus.query(
             collection, filter=where, output_fields=["chunk_id"], limit=16_000, consistency_level="Strong"

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 from fpdf import FPDF
-from pymilvus import MilvusClient
 
 from services.cli.suite import Suite
 from services.common.http_client import create_http2_client
+from services.common.milvus_connect import connect_milvus
 from services.common.milvus_expr import field_equals
 
 
@@ -95,7 +95,7 @@ async def test_files_job_reports_each_document_and_delete_leaves_nothing(
     listed = (await api.get(f"/v1/collections/{collection_name}/documents")).json()["documents"]
     assert [d["doc_id"] for d in listed] == ["guide.md", "latin.txt", "page.html", "paper.pdf"]
 
-    milvus = MilvusClient(suite.milvus_uri)
+    milvus = connect_milvus(suite.milvus_uri)
     try:
         assert milvus.query(
             collection_name, filter=field_equals("doc_id", "paper.pdf"), output_fields=["text"]
@@ -138,7 +138,7 @@ async def test_json_records_and_updates(api: httpx.AsyncClient, suite: Suite, co
     second = await api.post(f"/v1/collections/{collection_name}/documents", json={"documents": records[:2]})
     job = await _finished(api, second.json()["job_id"])
     assert (job["counts"]["updated"], job["counts"]["unchanged"]) == (1, 1)
-    milvus = MilvusClient(suite.milvus_uri)
+    milvus = connect_milvus(suite.milvus_uri)
     try:
         rows = milvus.query(
             collection_name,

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from pymilvus import MilvusClient
 
 from ingest.chunking import Chunker
 from ingest.config import IngestSettings
@@ -19,6 +18,7 @@ from ingest.loaders import load_file
 from ingest.runner import ingest_path
 from services.cli.suite import Suite
 from services.common.corpus_generation import current_generation
+from services.common.milvus_connect import connect_milvus
 from services.common.milvus_expr import field_equals
 
 LONG = " ".join(f"Paragraph {i} explains how Quarry indexes chunks idempotently." for i in range(120))
@@ -26,7 +26,7 @@ LONG = " ".join(f"Paragraph {i} explains how Quarry indexes chunks idempotently.
 
 @pytest.fixture
 def milvus(suite: Suite) -> Iterator[Any]:
-    client = MilvusClient(suite.milvus_uri)
+    client = connect_milvus(suite.milvus_uri)
     yield client
     client.close()
 

@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from pymilvus import MilvusClient
 
 from ingest.chunking import Chunker
 from ingest.collections import CollectionConfig, CollectionConfigs
@@ -18,6 +17,7 @@ from ingest.jobs import JobInput, JobStore
 from ingest.loaders import record_document
 from ingest.queue import create_queue, enqueue_ingest
 from services.cli.suite import Child, Suite
+from services.common.milvus_connect import connect_milvus
 
 _WORDS = [
     "vector",
@@ -73,7 +73,7 @@ async def test_sigkill_mid_job_is_finished_by_another_worker(
 
     first = worker(1)
     second: Child | None = None
-    milvus = MilvusClient(suite.milvus_uri)
+    milvus = connect_milvus(suite.milvus_uri)
     try:
         # Deadlines only stop a broken run from hanging; nothing here asserts on time.
         deadline = time.monotonic() + 300

@@ -17,6 +17,7 @@ from services.cli.suite import Suite
 from services.common import vector_schema as vs
 from services.common.embeddings_client import EmbeddingsClient
 from services.common.http_client import create_http2_client
+from services.common.milvus_connect import connect_milvus
 
 HOSTILE_IDS = [
     'x" or doc_id != "',
@@ -51,13 +52,12 @@ DOCS: list[dict[str, Any]] = [
 
 @pytest.fixture(scope="module")
 async def search_collection(suite: Suite) -> AsyncIterator[str]:
-    from pymilvus import MilvusClient
 
     name = "t_search_filters"
     embeddings = EmbeddingsClient(suite.url("embedder"))
     vectors = await embeddings.embed([d[vs.TEXT] for d in DOCS])
     await embeddings.aclose()
-    client = MilvusClient(uri=suite.milvus_uri)
+    client = connect_milvus(suite.milvus_uri)
     if client.has_collection(name):
         client.drop_collection(name)
     client.create_collection(

@@ -17,6 +17,7 @@ import pytest
 
 from services.cli.suite import Child, Suite, free_port
 from services.common.http_client import create_http2_client
+from services.common.milvus_connect import connect_milvus
 from services.rag.reranker import Reranker
 from services.rag.retriever import Hit
 
@@ -95,7 +96,6 @@ def reranking_rag(suite: Suite, tiny_cross_encoder: str) -> Iterator[str]:
 async def test_search_reranks_through_the_service(
     reranking_rag: str, suite: Suite, tiny_cross_encoder: str
 ) -> None:
-    from pymilvus import MilvusClient
 
     from services.common import vector_schema as vs
     from services.common.embeddings_client import EmbeddingsClient
@@ -105,7 +105,7 @@ async def test_search_reranks_through_the_service(
     vectors = await embeddings.embed(texts)
     await embeddings.aclose()
     name = "t_search_rerank"
-    client = MilvusClient(uri=suite.milvus_uri)
+    client = connect_milvus(suite.milvus_uri)
     if client.has_collection(name):
         client.drop_collection(name)
     client.create_collection(

@@ -93,7 +93,7 @@ async def test_other_errors_pass_through_and_do_not_open_the_breaker() -> None:
 def test_not_loaded_is_recognised_through_the_cause_chain() -> None:
     from pymilvus.exceptions import MilvusException
 
-    from services.rag.collection_loading import needs_load
+    from services.common.milvus_connect import needs_load
     from services.rag.retriever import RetrievalUnavailable
 
     def wrapped(code: int) -> RetrievalUnavailable:
