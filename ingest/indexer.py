@@ -201,11 +201,20 @@ class Indexer:
                 on_embedded(len(batch))
             return vectors
 
-        # Several batches in flight keep the embedder's dynamic batcher busy.
+        # Sent shortest first, so each request holds chunks of like length and the model pads
+        # little (sentence-transformers orders one encode call the same way); several requests
+        # in flight keep the embedder's dynamic batcher busy.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         batches = await asyncio.gather(
-            *(embed(texts[i : i + _EMBED_BATCH]) for i in range(0, len(texts), _EMBED_BATCH))
+            *(
+                embed([texts[j] for j in order[i : i + _EMBED_BATCH]])
+                for i in range(0, len(order), _EMBED_BATCH)
+            )
         )
-        vectors = iter([v for batch in batches for v in batch])
+        by_chunk: list[list[float]] = [[] for _ in texts]
+        for position, vector in zip(order, (v for batch in batches for v in batch), strict=True):
+            by_chunk[position] = vector
+        vectors = iter(by_chunk)
         rows = [
             {
                 vs.CHUNK_ID: c.chunk_id,

@@ -11,14 +11,15 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import anyio
-import httpx
 from starlette.responses import Response, StreamingResponse
 
+from services.common.context import request_id_var, traceparent_var
 from services.common.errors import APIError
-from services.common.http_client import create_http2_client
 from services.common.logs import get_logger
+from services.gateway import h2_channel
 
 _log = get_logger(__name__)
 
@@ -34,7 +35,8 @@ class Reply:
     status: int
     headers: dict[str, str]
     content: bytes = b""
-    stream: httpx.Response | None = field(default=None, repr=False)
+    stream: h2_channel.Response | None = field(default=None, repr=False)
+    read_timeout_s: float | None = None
 
     def json(self) -> object:
         try:
@@ -51,11 +53,13 @@ class Reply:
     ) -> Response:
         if self.stream is None:
             return Response(self.content if content is None else content, self.status, self.headers)
-        return StreamingResponse(_relay(self.stream, on_chunk, on_end), self.status, self.headers)
+        relay = _relay(self.stream, self.read_timeout_s, on_chunk, on_end)
+        return StreamingResponse(relay, self.status, self.headers)
 
 
 async def _relay(
-    upstream: httpx.Response,
+    upstream: h2_channel.Response,
+    read_timeout_s: float | None,
     on_chunk: Callable[[bytes], None] | None,
     on_end: Callable[[], Awaitable[None]] | None,
 ) -> AsyncIterator[bytes]:
@@ -63,25 +67,26 @@ async def _relay(
     # leaves cancels this generator, and closing the upstream response resets its stream.
     completed = False
     try:
-        async for chunk in upstream.aiter_raw():
+        async for chunk in upstream.iter_chunks(read_timeout_s):
             if on_chunk is not None:
                 on_chunk(chunk)
             yield chunk
         completed = True
-    except httpx.HTTPError as exc:
+    except (TimeoutError, h2_channel.ChannelError) as exc:
         # Headers are sent: the client sees a cut stream, the log says why.
         _log.warning("upstream_stream_failed", error=type(exc).__name__)
     finally:
-        with anyio.CancelScope(shield=True):
-            await upstream.aclose()
-            if completed and on_end is not None:
+        upstream.close()
+        if completed and on_end is not None:
+            with anyio.CancelScope(shield=True):
                 await on_end()
 
 
 class Upstream:
     def __init__(self, name: str, base_url: str, *, read_timeout_s: float, deadline_s: float) -> None:
         self.name = name
-        self.client = create_http2_client(base_url, timeout_s=read_timeout_s, max_connections=32)
+        self.channel = h2_channel.Channel(base_url)
+        self._read_timeout_s = read_timeout_s
         self._deadline_s = deadline_s
 
     async def send(
@@ -93,27 +98,32 @@ class Upstream:
         content_type: str | None = None,
         params: Mapping[str, str] | str | None = None,
     ) -> Reply:
-        headers = {"content-type": content_type} if content_type else {}
-        request = self.client.build_request(method, path, content=body, headers=headers, params=params)
+        headers = _context_headers()
+        if content_type:
+            headers.append(("content-type", content_type))
+        query = params if isinstance(params, str) else urlencode(params or {})
+        target = f"{path}?{query}" if query else path
         try:
             async with asyncio.timeout(self._deadline_s):
-                upstream = await self.client.send(request, stream=True)
+                upstream = await self.channel.request(method, target, headers=headers, body=body)
                 out_headers = {k: upstream.headers[k] for k in _PASS_HEADERS if k in upstream.headers}
-                if upstream.status_code < 400 and out_headers.get("content-type", "").startswith(
+                if upstream.status < 400 and out_headers.get("content-type", "").startswith(
                     "text/event-stream"
                 ):
-                    return Reply(upstream.status_code, out_headers, stream=upstream)
+                    return Reply(
+                        upstream.status, out_headers, stream=upstream, read_timeout_s=self._read_timeout_s
+                    )
                 try:
-                    content = await upstream.aread()
+                    content = await upstream.read(self._read_timeout_s)
                 finally:
-                    await upstream.aclose()
-        except (TimeoutError, httpx.TimeoutException) as exc:
+                    upstream.close()
+        except TimeoutError as exc:
             raise APIError(504, "upstream_timeout", f"{self.name} did not answer in time") from exc
-        except httpx.ConnectError as exc:
+        except h2_channel.ConnectFailed as exc:
             raise APIError(503, "upstream_unavailable", f"{self.name} is unavailable") from exc
-        except httpx.HTTPError as exc:
+        except h2_channel.ChannelError as exc:
             raise APIError(502, "bad_gateway", f"{self.name} failed") from exc
-        reply = Reply(upstream.status_code, out_headers, content)
+        reply = Reply(upstream.status, out_headers, content)
         if reply.status >= 500:
             raise self._upstream_error(reply)
         return reply
@@ -132,7 +142,24 @@ class Upstream:
         return APIError(502, "bad_gateway", f"{self.name} failed{cause}")
 
     async def ready(self) -> None:
-        (await self.client.get("/health/ready")).raise_for_status()
+        async with asyncio.timeout(self._read_timeout_s):
+            upstream = await self.channel.request("GET", "/health/ready", headers=_context_headers())
+            try:
+                await upstream.read()
+            finally:
+                upstream.close()
+        if upstream.status != 200:
+            raise RuntimeError(f"{self.name} is not ready ({upstream.status})")
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.channel.aclose()
+
+
+def _context_headers() -> list[tuple[str, str]]:
+    """The request id and trace context, so the upstream's logs join this request's."""
+    headers = []
+    if request_id := request_id_var.get():
+        headers.append(("x-request-id", request_id))
+    if traceparent := traceparent_var.get():
+        headers.append(("traceparent", traceparent))
+    return headers

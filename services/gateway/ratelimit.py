@@ -12,6 +12,7 @@ from slowapi.errors import RateLimitExceeded
 
 from services.common.errors import error_response
 from services.gateway.auth import current_rate_limit, skip_rate_limit
+from services.gateway.window_storage import one_trip_uri
 
 # One limit per key across every route: the scope names the shared window.
 SHARED_SCOPE = "key"
@@ -46,7 +47,7 @@ def redis_options(timeout_s: float, *, asyncio: bool = False) -> dict[str, objec
 def create_limiter(redis_url: str, *, fail_open: bool, timeout_s: float = 1.0) -> Limiter:
     limiter = Limiter(
         key_func=_limit_key,
-        storage_uri=redis_url,
+        storage_uri=one_trip_uri(redis_url),
         storage_options=redis_options(timeout_s),  # type: ignore[arg-type]  # slowapi types it as str
         strategy="moving-window",
         headers_enabled=True,

@@ -329,14 +329,8 @@ async def _until(rig: Rig, field: str, above: int, tries: int = 150) -> int:
     return value
 
 
-# httpcore never sends RST_STREAM when a pooled HTTP/2 request is cancelled or closed early
-# (Granian does honour one: a raw h2 client's reset reaches the handler as a disconnect), so
-# the gateway stops its own call but the upstream is not told. Strict: these flip to passing
-# once services/common/http_client.py resets abandoned streams.
-_NO_RST_STREAM = pytest.mark.xfail(strict=True, reason="httpcore sends no RST_STREAM on cancel")
-
-
-@_NO_RST_STREAM
+# The gateway's upstream channel resets (RST_STREAM) a stream its client abandoned; Granian
+# delivers that reset to the upstream handler as a disconnect, so the upstream work stops too.
 async def test_client_disconnect_cancels_the_upstream_call(rig: Rig) -> None:
     key = await _key(rig)
     before = int((await _stats(rig))["cancelled"])
@@ -380,7 +374,6 @@ async def test_sse_is_relayed_unbuffered_and_its_tokens_counted(rig: Rig) -> Non
         await client.aclose()
 
 
-@_NO_RST_STREAM
 async def test_a_client_leaving_a_stream_cuts_the_upstream_stream(rig: Rig) -> None:
     key = await _key(rig)
     cut_before = int((await _stats(rig))["streams_cut"])
