@@ -7,9 +7,10 @@ carries the path of headings above it (useful in citations and filters).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from pathlib import Path
 
 from ingest.documents import Document
 
@@ -31,10 +32,25 @@ def chunk_id(doc_id: str, text: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _tokenizer(model_path: str) -> Any:
-    from transformers import AutoTokenizer
+def _token_counter(model_path: str) -> Callable[[str], int]:
+    """Counts tokens with the model's own (Rust) tokenizer, called directly.
 
-    return AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+    The splitter measures every candidate piece, and transformers' ``tokenize`` wraps each call
+    in Python objects: that wrapper was most of an ingest's own CPU time. The file's truncation
+    and padding (128 tokens, fixed) shape the model's input; counting must see every token.
+    """
+    path = Path(model_path) / "tokenizer.json"
+    if not path.is_file():  # a model without a fast tokenizer file: transformers' own count
+        from transformers import AutoTokenizer
+
+        slow = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+        return lambda text: len(slow.encode(text, add_special_tokens=False))
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
 
 
 def default_tokenizer_path() -> str:
@@ -49,14 +65,14 @@ class Chunker:
 
         if not 0 <= overlap_tokens < chunk_tokens:
             raise ValueError("overlap must be at least 0 and smaller than the chunk size")
-        self._tokenizer = _tokenizer(tokenizer_path or default_tokenizer_path())
-        self._splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
-            self._tokenizer, chunk_size=chunk_tokens, chunk_overlap=overlap_tokens
+        self._count = _token_counter(tokenizer_path or default_tokenizer_path())
+        self._splitter = RecursiveCharacterTextSplitter(
+            chunk_size=chunk_tokens, chunk_overlap=overlap_tokens, length_function=self._count
         )
         self._sections = MarkdownHeaderTextSplitter(_HEADINGS, strip_headers=False)
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer.encode(text, add_special_tokens=False))
+        return self._count(text)
 
     def _sections_of(self, doc: Document) -> list[tuple[tuple[str, ...], str]]:
         if doc.metadata.get("format") != "md":

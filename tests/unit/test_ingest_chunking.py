@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from ingest.chunking import Chunker, chunk_id
+from transformers import AutoTokenizer
+
+from ingest.chunking import Chunker, chunk_id, default_tokenizer_path
 from ingest.documents import Document
 from ingest.store import DocState
 
 
 def _doc(text: str, fmt: str = "txt", doc_id: str = "d1") -> Document:
     return Document(doc_id, "t", doc_id, text, {"format": fmt})
+
+
+def test_token_counts_match_the_models_tokenizer_past_its_input_length() -> None:
+    # The tokenizer file truncates and pads to 128 tokens for the model; counting must not.
+    reference = AutoTokenizer.from_pretrained(default_tokenizer_path(), local_files_only=True)
+    chunker = Chunker()
+    texts = [
+        "",
+        "Vector search, re-ranked: naïve Bayes vs. BM25 (2024) — über-fast!",
+        "word " * 700,
+        "Σ-notation, émigré façades and 東京 in one line.\n\nAnd a second paragraph.",
+    ]
+    for text in texts:
+        assert chunker.count_tokens(text) == len(reference.tokenize(text))
+    assert chunker.count_tokens("word " * 700) == 700
 
 
 def test_chunks_fit_the_token_budget_and_overlap() -> None:
