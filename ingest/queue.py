@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from redis.exceptions import RedisError
 from saq import Job, Queue
@@ -63,3 +64,16 @@ async def enqueue_ingest(queue: Queue, job_id: str, settings: IngestSettings) ->
             ttl=settings.job_ttl_s,
         )
     )
+
+
+async def live_workers(settings: IngestSettings) -> int:
+    """Workers that reported in within saq's worker-info interval (about 10 s)."""
+    queue = create_queue(settings)
+    try:
+        info = await queue.info()
+    except (RedisError, OSError):
+        return 0
+    finally:
+        with contextlib.suppress(RedisError, OSError):  # closing talks to Redis as well
+            await queue.disconnect()
+    return len(info["workers"])

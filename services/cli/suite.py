@@ -6,6 +6,7 @@ processes, ports and settings.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -18,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from ingest.config import IngestSettings
+from ingest.queue import live_workers
 
 
 class SuiteError(Exception):
@@ -225,7 +229,12 @@ class Suite:
                     return True
             except OSError:
                 return False
-        return self.children[name].ready()  # the worker has no port: it pulls jobs from Redis
+        child = self.children[name]
+        if name == "ingest-worker" and child.process is None:
+            # Not our child (`quarry status` from another shell): the worker has no port, but
+            # every live worker reports in to the job queue in Redis.
+            return _live_workers(self.redis_url, child.env["QUARRY_INGEST_QUEUE_NAME"]) > 0
+        return child.ready()
 
     def status(self) -> dict[str, str]:
         return {name: ("ready" if self._ready(name) else "not ready") for name in self.children}
@@ -233,3 +242,7 @@ class Suite:
     def stop(self) -> None:
         for name in reversed(list(self.children)):
             self.children[name].stop()
+
+
+def _live_workers(redis_url: str, queue_name: str) -> int:
+    return asyncio.run(live_workers(IngestSettings(redis_url=redis_url, queue_name=queue_name)))

@@ -81,3 +81,11 @@ async def test_rate_limit_gives_429_with_retry_after(
     assert int(response.headers["retry-after"]) >= 1
     assert response.headers["x-ratelimit-limit"] == "2"
     assert response.json()["error"]["code"] == "rate_limited"
+
+
+def test_status_from_another_shell_sees_every_process(suite: Suite) -> None:
+    # `quarry status` builds a Suite of its own and runs none of the processes it reports on;
+    # the worker has no port, so it must be found through the job queue's worker registry.
+    observer = Suite(data_dir=suite.data_dir, redis_url=suite.redis_url, ports=suite.ports)
+    observer.define()
+    assert observer.status() == dict.fromkeys(suite.children, "ready")
