@@ -109,7 +109,7 @@ def up(
     collection: Annotated[str, typer.Option(help="Collection for the examples.")] = "docs",
     ask_first: Annotated[
         str | None, typer.Option("--ask", help="A question to ask through the gateway once up ('' to skip).")
-    ] = "How does Quarry keep its answer cache from serving stale answers?",
+    ] = "How does the gateway rate limit clients?",
     detach_after_ready: Annotated[
         bool, typer.Option(help="Exit after start-up, leaving nothing running (smoke check).")
     ] = False,

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
+from typing import cast
 from urllib.parse import urlsplit
 
 import h2.config
@@ -84,8 +85,8 @@ class _Connection(asyncio.Protocol):
     # Protocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         self._h2.local_settings = h2.settings.Settings(
             client=True,
             initial_values={
