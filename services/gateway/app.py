@@ -18,6 +18,7 @@ from services.common.disconnect import ClientDisconnected
 from services.common.errors import error_response
 from services.common.health import ReadinessCheck
 from services.common.wiring import wire_service
+from services.gateway.admission import Admission
 from services.gateway.auth import Gatekeeper
 from services.gateway.body_limit import BodyLimitMiddleware
 from services.gateway.config import GatewaySettings
@@ -26,9 +27,15 @@ from services.gateway.keys import KeyStore
 from services.gateway.openapi import install_openapi
 from services.gateway.proxy import Upstream
 from services.gateway.quota import Metering, TokenQuota
-from services.gateway.ratelimit import create_limiter, rate_limit_exceeded, redis_options
+from services.gateway.ratelimit import (
+    create_limiter,
+    rate_limit_exceeded,
+    redis_options,
+    window_identifiers,
+)
 from services.gateway.routes import build_router
 from services.gateway.store_breaker import StoreBreaker, StoreUnavailable
+from services.gateway.window_storage import OneTripRedisStorage
 
 # Nginx's "client closed request": nobody reads it, but logs and metrics do.
 _CLIENT_CLOSED_REQUEST = 499
@@ -85,7 +92,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.limiter = limiter
     app.state.breaker = breaker
     app.state.key_store = key_store
-    app.state.gatekeeper = Gatekeeper(key_store, KeyCache(settings.key_cache_ttl_s), breaker)
+    # One round trip per request where the limiter's storage is ours (plain Redis).
+    admission = (
+        Admission(redis, limiter, window_identifiers(limiter))
+        if isinstance(limiter.limiter.storage, OneTripRedisStorage)
+        else None
+    )
+    app.state.gatekeeper = Gatekeeper(key_store, KeyCache(settings.key_cache_ttl_s), breaker, admission)
     app.state.metering = Metering(TokenQuota(redis), breaker)
     app.state.rag = rag
     app.state.ingest = ingest

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import cast
 
 from fastapi import Request
 
 from services.common.errors import APIError
+from services.gateway.admission import Admission
 from services.gateway.key_cache import KeyCache
 from services.gateway.keys import ApiKey, KeyStore, parse_key
 from services.gateway.store_breaker import StoreBreaker, StoreUnavailable
@@ -39,22 +42,40 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+@dataclass(frozen=True)
+class Pass:
+    key: ApiKey
+    without_redis: bool  # admitted from the last-known-good cache (fail-open)
+    tokens_used: int | None = None  # today's tokens, when read on the way in
+
+
 class Gatekeeper:
     """Finds the key for a presented secret: from Redis, or from the last-known-good cache."""
 
-    def __init__(self, store: KeyStore, cache: KeyCache, breaker: StoreBreaker) -> None:
+    def __init__(
+        self, store: KeyStore, cache: KeyCache, breaker: StoreBreaker, admission: Admission | None = None
+    ) -> None:
         self._store = store
         self._cache = cache
         self._breaker = breaker
+        self._admission = admission  # None: slowapi counts on its own (sentinel, cluster)
 
-    async def authenticate(self, presented: str) -> tuple[ApiKey, bool]:
-        """The key, and whether it was admitted without Redis (fail-open)."""
+    async def authenticate(self, presented: str) -> Pass:
         parsed = parse_key(presented)
         if parsed is None:
             raise _invalid_key()
         key_id, secret = parsed
+        known = self._cache.last_seen(key_id) if self._admission is not None else None
+        if known is not None and not known.matches(secret):
+            known = None  # a wrong secret is read alone and never spends the key's window
+        tokens_used = None
         try:
-            stored = await self._breaker.run(lambda: self._store.lookup(key_id))
+            if known is None:
+                stored = await self._breaker.run(lambda: self._store.lookup(key_id))
+            else:
+                admission = cast(Admission, self._admission)
+                admitted = await self._breaker.run(lambda: admission.admit(known.key))
+                stored, tokens_used = admitted.stored, admitted.tokens_used
         except StoreUnavailable:
             if not self._breaker.fail_open:
                 raise
@@ -64,23 +85,27 @@ class Gatekeeper:
                 raise
             if not cached.matches(secret):
                 raise _invalid_key() from None
-            return cached.key, True
+            return Pass(cached.key, without_redis=True)
         if stored is None or stored.key.revoked:
             self._cache.forget(key_id)
             raise _invalid_key()
-        if not stored.matches(secret):
+        # The secret matched ``known`` already; a new salt or hash is checked afresh.
+        unchanged = known is not None and (known.salt, known.digest) == (stored.salt, stored.digest)
+        if not unchanged and not stored.matches(secret):
             raise _invalid_key()
         self._cache.remember(stored)
-        return stored.key, False
+        return Pass(stored.key, without_redis=False, tokens_used=tokens_used)
 
 
 def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
     async def dependency(request: Request) -> ApiKey:
         gatekeeper: Gatekeeper = request.app.state.gatekeeper
-        key, without_redis = await gatekeeper.authenticate(_bearer(request))
+        admitted = await gatekeeper.authenticate(_bearer(request))
+        key, without_redis = admitted.key, admitted.without_redis
         if scope not in key.scopes:
             raise APIError(403, "insufficient_scope", f"this key lacks the {scope!r} scope")
         request.state.api_key = key
+        request.state.tokens_used = admitted.tokens_used
         request.state.degraded = list(DEGRADED_WITHOUT_REDIS) if without_redis else []
         # slowapi reads this after a swallowed storage error; None means "no headers".
         request.state.view_rate_limit = None

@@ -39,6 +39,11 @@ class KeyCache:
     def forget(self, key_id: str) -> None:
         self._entries.pop(key_id, None)
 
+    def last_seen(self, key_id: str) -> StoredKey | None:
+        """The key's last record read from Redis, however old: a hint, never an admission."""
+        entry = self._entries.get(key_id)
+        return None if entry is None else entry[1]
+
     def recent(self, key_id: str) -> StoredKey | None:
         """The key's record if Redis gave it within the last ``ttl_s`` seconds."""
         entry = self._entries.get(key_id)

@@ -28,7 +28,8 @@ def parse_key(presented: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
-def _record_key(key_id: str) -> str:
+def record_key(key_id: str) -> str:
+    """The Redis key of a key's record."""
     return f"quarry:apikey:{key_id}"
 
 
@@ -110,16 +111,13 @@ class KeyStore:
             daily_token_quota=daily_token_quota,
         )
         record = {**key.public(), "salt": salt, "hash": _digest(salt, secret)}
-        await self._redis.set(_record_key(key_id), json.dumps(record))
+        await self._redis.set(record_key(key_id), json.dumps(record))
         await self._redis.sadd(_INDEX, key_id)
         return f"qk_{key_id}_{secret}", key
 
     async def lookup(self, key_id: str) -> StoredKey | None:
-        raw = await self._redis.get(_record_key(key_id))
-        if raw is None:
-            return None
-        record = json.loads(raw)
-        return StoredKey(_from_record(record), record["salt"], record["hash"])
+        raw = await self._redis.get(record_key(key_id))
+        return None if raw is None else decode_record(raw)
 
     async def verify(self, presented: str) -> ApiKey | None:
         """The key for a presented secret, or None if unknown, wrong or revoked."""
@@ -135,19 +133,25 @@ class KeyStore:
         ids = sorted(m.decode() if isinstance(m, bytes) else m for m in await self._redis.smembers(_INDEX))
         keys = []
         for key_id in ids:
-            raw = await self._redis.get(_record_key(key_id))
+            raw = await self._redis.get(record_key(key_id))
             if raw is not None:
                 keys.append(_from_record(json.loads(raw)))
         return keys
 
     async def revoke(self, key_id: str) -> bool:
-        raw = await self._redis.get(_record_key(key_id))
+        raw = await self._redis.get(record_key(key_id))
         if raw is None:
             return False
         record = json.loads(raw)
         record["revoked"] = True
-        await self._redis.set(_record_key(key_id), json.dumps(record))
+        await self._redis.set(record_key(key_id), json.dumps(record))
         return True
+
+
+def decode_record(raw: bytes | str) -> StoredKey:
+    """A key's record as read from Redis."""
+    record = json.loads(raw)
+    return StoredKey(_from_record(record), record["salt"], record["hash"])
 
 
 def _from_record(record: dict[str, Any]) -> ApiKey:

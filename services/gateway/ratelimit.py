@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -20,7 +22,17 @@ SHARED_SCOPE = "key"
 
 def _limit_key(request: Request) -> str:
     key = getattr(request.state, "api_key", None)
-    return f"key:{key.key_id}" if key is not None else "anonymous"
+    return _key_window(key.key_id) if key is not None else "anonymous"
+
+
+def _key_window(key_id: str) -> str:
+    return f"key:{key_id}"
+
+
+def window_identifiers(limiter: Limiter) -> Callable[[str], list[str]]:
+    """key_id -> the identifiers slowapi passes limits for that key's shared window."""
+    prefix = [limiter._key_prefix] if limiter._key_prefix else []
+    return lambda key_id: [*prefix, _key_window(key_id), SHARED_SCOPE]
 
 
 def per_key_limit() -> str:

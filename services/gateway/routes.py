@@ -92,7 +92,7 @@ def build_router(limiter: Limiter) -> APIRouter:
         body, payload = await _json_object(request)
         check_collection(key, _collection_of(payload, "collection"))
         metering: Metering = request.app.state.metering
-        tokens_left = await metering.remaining(key, request.state.degraded)
+        tokens_left = await metering.remaining(key, request.state.degraded, request.state.tokens_used)
         rag: Upstream = request.app.state.rag
         reply = await cancel_on_disconnect(
             request, rag.send("POST", "/v1/query", body=body, content_type="application/json")

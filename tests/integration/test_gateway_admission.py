@@ -1,0 +1,111 @@
+"""The gateway's one-trip admission against the real Redis: a known key costs one asynchronous
+EVALSHA (record, window, token counter) and slowapi's synchronous storage makes no call."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from limits import parse
+
+from services.common.errors import APIError
+from services.gateway.admission import Admission
+from services.gateway.auth import Gatekeeper
+from services.gateway.key_cache import KeyCache
+from services.gateway.keys import KeyStore
+from services.gateway.quota import TokenQuota
+from services.gateway.ratelimit import create_limiter, window_identifiers
+from services.gateway.store_breaker import StoreBreaker
+
+
+def _count(client: Any) -> list[str]:
+    calls: list[str] = []
+    inner = client.execute_command
+
+    async def execute_command(*args: Any, **kwargs: Any) -> Any:
+        calls.append(str(args[0]))
+        return await inner(*args, **kwargs)
+
+    client.execute_command = execute_command
+    return calls
+
+
+def _count_sync(client: Any) -> list[str]:
+    calls: list[str] = []
+    inner = client.execute_command
+
+    def execute_command(*args: Any, **kwargs: Any) -> Any:
+        calls.append(str(args[0]))
+        return inner(*args, **kwargs)
+
+    client.execute_command = execute_command
+    return calls
+
+
+@pytest.fixture
+async def rig(redis_url: str) -> AsyncIterator[tuple[Gatekeeper, KeyStore, Any, Any]]:
+    client = aioredis.Redis.from_url(redis_url)
+    limiter = create_limiter(redis_url, fail_open=False)
+    store = KeyStore(client)
+    admission = Admission(client, limiter, window_identifiers(limiter))
+    gatekeeper = Gatekeeper(store, KeyCache(60), StoreBreaker(1.0, fail_open=False), admission)
+    try:
+        yield gatekeeper, store, client, limiter
+    finally:
+        await client.aclose()
+
+
+def _hit(limiter: Any, key_id: str, rate_limit: str) -> tuple[bool, int]:
+    """What slowapi does after admission: hit the key's window, then read it for the headers."""
+    item = parse(rate_limit)
+    identifiers = window_identifiers(limiter)(key_id)
+    allowed = limiter.limiter.hit(item, *identifiers)
+    return allowed, limiter.limiter.get_window_stats(item, *identifiers).remaining
+
+
+async def test_a_known_key_costs_one_round_trip_and_slowapi_none(rig: Any) -> None:
+    gatekeeper, store, client, limiter = rig
+    secret, key = await store.create("one-trip", {"query"}, None, "3/minute", daily_token_quota=100)
+    await TokenQuota(client).add(key.key_id, 7)
+    first = await gatekeeper.authenticate(secret)  # unseen: read alone, counted by slowapi itself
+    assert first.tokens_used is None
+    assert _hit(limiter, key.key_id, key.rate_limit) == (True, 2)
+
+    calls = _count(client)
+    sync_calls = _count_sync(limiter.limiter.storage.get_connection())
+    admitted = await gatekeeper.authenticate(secret)
+    assert (admitted.key.key_id, admitted.without_redis, admitted.tokens_used) == (key.key_id, False, 7)
+    assert _hit(limiter, key.key_id, key.rate_limit) == (True, 1)
+    assert calls == ["EVALSHA"]
+    assert sync_calls == []  # slowapi took the window the script counted
+
+    await gatekeeper.authenticate(secret)
+    assert _hit(limiter, key.key_id, key.rate_limit) == (True, 0)
+    await gatekeeper.authenticate(secret)
+    assert _hit(limiter, key.key_id, key.rate_limit) == (False, 0)  # the same 3/minute window
+    assert sync_calls == []
+
+
+async def test_a_wrong_secret_for_a_known_key_spends_nothing(rig: Any) -> None:
+    gatekeeper, store, client, limiter = rig
+    secret, key = await store.create("victim", {"query"}, None, "2/minute")
+    await gatekeeper.authenticate(secret)  # now known to this replica
+    for _ in range(5):
+        with pytest.raises(APIError) as refused:
+            await gatekeeper.authenticate(secret[:-4] + "AAAA")
+        assert refused.value.status == 401
+    item = parse(key.rate_limit)
+    window = limiter.limiter.storage.prefixed_key(item.key_for(*window_identifiers(limiter)(key.key_id)))
+    assert await client.llen(window) == 0
+
+
+async def test_a_revoked_known_key_is_refused_at_once(rig: Any) -> None:
+    gatekeeper, store, _, _ = rig
+    secret, key = await store.create("revoked", {"query"}, None, "100/minute")
+    await gatekeeper.authenticate(secret)
+    assert await store.revoke(key.key_id)
+    with pytest.raises(APIError) as refused:
+        await gatekeeper.authenticate(secret)
+    assert refused.value.status == 401
