@@ -51,7 +51,7 @@ class Targets:
         self.gateway_routes = set(spec["paths"])
 
 
-class QuarryUser(User):
+class QuarryUser(User):  # type: ignore[misc]  # locust's User is untyped (Any) to mypy here
     """One client: its own HTTP/2 connection, a bounded pace set by ``load.py``."""
 
     targets: ClassVar[Targets]

@@ -133,10 +133,10 @@ def main() -> None:
     print(f"granian / hypercorn throughput (httpx client): {summary['granian'] / summary['hypercorn']:.2f}x")
     if use_h2load:
         print(f"\n{'server':<10} {'h2load req/s':>13} {'mean ms':>8}")
-        for kind, rows in native.items():
-            rps = statistics.mean(r[0] for r in rows)
+        for kind, native_rows in native.items():
+            rps = statistics.mean(r[0] for r in native_rows)
             summary[kind] = rps
-            print(f"{kind:<10} {rps:>13.0f} {statistics.mean(r[1] for r in rows):>8.2f}")
+            print(f"{kind:<10} {rps:>13.0f} {statistics.mean(r[1] for r in native_rows):>8.2f}")
         print(f"granian / hypercorn throughput (h2load): {summary['granian'] / summary['hypercorn']:.2f}x")
     else:
         print("(install nghttp2-client for the native h2load comparison)")
