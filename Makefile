@@ -50,7 +50,7 @@ soak: load-deps
 lint: install
 	$(VENV)/bin/ruff check services ingest tests bench
 	$(VENV)/bin/ruff format --check services ingest tests bench
-	$(VENV)/bin/mypy services ingest
+	$(VENV)/bin/mypy services ingest bench
 
 clean:
 	rm -rf $(VENV) .quarry .pytest_cache .mypy_cache .ruff_cache
