@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1")
 _MAX_OFFSET = 15_000
 
 
-def get_service(request: Request) -> IngestService:
+async def get_service(request: Request) -> IngestService:
     service: IngestService = request.app.state.ingest_service
     return service
 

@@ -11,7 +11,7 @@ from services.embedder.serving import EmbeddingService
 router = APIRouter()
 
 
-def get_service(request: Request) -> EmbeddingService:
+async def get_service(request: Request) -> EmbeddingService:
     startup = request.app.state.startup
     service: EmbeddingService | None = startup.service
     if service is None:

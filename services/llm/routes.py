@@ -17,7 +17,7 @@ router = APIRouter()
 _CLIENT_CLOSED_REQUEST = 499
 
 
-def get_chat(request: Request) -> ChatService:
+async def get_chat(request: Request) -> ChatService:
     service: ChatService = request.app.state.chat_service
     return service
 

@@ -12,7 +12,7 @@ from services.rag.serving import QueryService
 router = APIRouter()
 
 
-def get_query_service(request: Request) -> QueryService:
+async def get_query_service(request: Request) -> QueryService:
     service: QueryService = request.app.state.query_service
     return service
 
@@ -42,7 +42,7 @@ async def query(
     return await service.answer(body)
 
 
-def get_search_service(request: Request) -> SearchService:
+async def get_search_service(request: Request) -> SearchService:
     service: SearchService = request.app.state.search_service
     return service
 
