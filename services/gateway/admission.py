@@ -10,7 +10,8 @@ without this script, counts in the same window per key.
 
 Counting needs the key's rate limit before its record is read. It comes from the last
 record this replica read for the key (a key's limit never changes), and only after the
-presented secret matched that record, so a wrong secret never spends a real key's window.
+presented secret matched that record and the record has the route's scope (``Gatekeeper``),
+so a wrong secret never spends a real key's window and a refused request is not counted.
 A key this replica has not seen yet is read alone first (``KeyStore.lookup``).
 """
 

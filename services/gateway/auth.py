@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import cast
 
 from fastapi import Request
 
@@ -60,20 +59,23 @@ class Gatekeeper:
         self._breaker = breaker
         self._admission = admission  # None: slowapi counts on its own (sentinel, cluster)
 
-    async def authenticate(self, presented: str) -> Pass:
+    async def authenticate(self, presented: str, scope: str) -> Pass:
+        """The key for ``presented``; its window is counted on the way in only if it has ``scope``."""
         parsed = parse_key(presented)
         if parsed is None:
             raise _invalid_key()
         key_id, secret = parsed
-        known = self._cache.last_seen(key_id) if self._admission is not None else None
-        if known is not None and not known.matches(secret):
-            known = None  # a wrong secret is read alone and never spends the key's window
+        admission = self._admission
+        known = self._cache.last_seen(key_id) if admission is not None else None
+        if known is not None and (scope not in known.key.scopes or not known.matches(secret)):
+            # Read alone: a wrong secret never spends the key's window, and a request about to
+            # be refused its scope is not counted (slowapi never counts it either).
+            known = None
         tokens_used = None
         try:
-            if known is None:
+            if known is None or admission is None:
                 stored = await self._breaker.run(lambda: self._store.lookup(key_id))
             else:
-                admission = cast(Admission, self._admission)
                 admitted = await self._breaker.run(lambda: admission.admit(known.key))
                 stored, tokens_used = admitted.stored, admitted.tokens_used
         except StoreUnavailable:
@@ -100,7 +102,7 @@ class Gatekeeper:
 def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
     async def dependency(request: Request) -> ApiKey:
         gatekeeper: Gatekeeper = request.app.state.gatekeeper
-        admitted = await gatekeeper.authenticate(_bearer(request))
+        admitted = await gatekeeper.authenticate(_bearer(request), scope)
         key, without_redis = admitted.key, admitted.without_redis
         if scope not in key.scopes:
             raise APIError(403, "insufficient_scope", f"this key lacks the {scope!r} scope")

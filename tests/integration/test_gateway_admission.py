@@ -18,27 +18,16 @@ from services.gateway.keys import KeyStore
 from services.gateway.quota import TokenQuota
 from services.gateway.ratelimit import create_limiter, window_identifiers
 from services.gateway.store_breaker import StoreBreaker
+from tests.integration.test_gateway_window_storage import counting
 
 
-def _count(client: Any) -> list[str]:
+def _count_async(client: Any) -> list[str]:
     calls: list[str] = []
     inner = client.execute_command
 
     async def execute_command(*args: Any, **kwargs: Any) -> Any:
         calls.append(str(args[0]))
         return await inner(*args, **kwargs)
-
-    client.execute_command = execute_command
-    return calls
-
-
-def _count_sync(client: Any) -> list[str]:
-    calls: list[str] = []
-    inner = client.execute_command
-
-    def execute_command(*args: Any, **kwargs: Any) -> Any:
-        calls.append(str(args[0]))
-        return inner(*args, **kwargs)
 
     client.execute_command = execute_command
     return calls
@@ -69,21 +58,21 @@ async def test_a_known_key_costs_one_round_trip_and_slowapi_none(rig: Any) -> No
     gatekeeper, store, client, limiter = rig
     secret, key = await store.create("one-trip", {"query"}, None, "3/minute", daily_token_quota=100)
     await TokenQuota(client).add(key.key_id, 7)
-    first = await gatekeeper.authenticate(secret)  # unseen: read alone, counted by slowapi itself
+    first = await gatekeeper.authenticate(secret, "query")  # unseen: read alone, counted by slowapi itself
     assert first.tokens_used is None
     assert _hit(limiter, key.key_id, key.rate_limit) == (True, 2)
 
-    calls = _count(client)
-    sync_calls = _count_sync(limiter.limiter.storage.get_connection())
-    admitted = await gatekeeper.authenticate(secret)
+    calls = _count_async(client)
+    sync_calls = counting(limiter.limiter.storage)
+    admitted = await gatekeeper.authenticate(secret, "query")
     assert (admitted.key.key_id, admitted.without_redis, admitted.tokens_used) == (key.key_id, False, 7)
     assert _hit(limiter, key.key_id, key.rate_limit) == (True, 1)
     assert calls == ["EVALSHA"]
     assert sync_calls == []  # slowapi took the window the script counted
 
-    await gatekeeper.authenticate(secret)
+    await gatekeeper.authenticate(secret, "query")
     assert _hit(limiter, key.key_id, key.rate_limit) == (True, 0)
-    await gatekeeper.authenticate(secret)
+    await gatekeeper.authenticate(secret, "query")
     assert _hit(limiter, key.key_id, key.rate_limit) == (False, 0)  # the same 3/minute window
     assert sync_calls == []
 
@@ -91,21 +80,36 @@ async def test_a_known_key_costs_one_round_trip_and_slowapi_none(rig: Any) -> No
 async def test_a_wrong_secret_for_a_known_key_spends_nothing(rig: Any) -> None:
     gatekeeper, store, client, limiter = rig
     secret, key = await store.create("victim", {"query"}, None, "2/minute")
-    await gatekeeper.authenticate(secret)  # now known to this replica
+    await gatekeeper.authenticate(secret, "query")  # now known to this replica
     for _ in range(5):
         with pytest.raises(APIError) as refused:
-            await gatekeeper.authenticate(secret[:-4] + "AAAA")
+            await gatekeeper.authenticate(secret[:-4] + "AAAA", "query")
         assert refused.value.status == 401
-    item = parse(key.rate_limit)
-    window = limiter.limiter.storage.prefixed_key(item.key_for(*window_identifiers(limiter)(key.key_id)))
-    assert await client.llen(window) == 0
+    assert await client.llen(_window(limiter, key.key_id, key.rate_limit)) == 0
+
+
+def _window(limiter: Any, key_id: str, rate_limit: str) -> str:
+    item = parse(rate_limit)
+    return str(limiter.limiter.storage.prefixed_key(item.key_for(*window_identifiers(limiter)(key_id))))
+
+
+async def test_a_request_refused_its_scope_spends_nothing(rig: Any) -> None:
+    gatekeeper, store, client, limiter = rig
+    secret, key = await store.create("ingest-only", {"ingest"}, None, "2/minute")
+    await gatekeeper.authenticate(secret, "ingest")  # now known to this replica
+    for _ in range(3):  # the route answers these 403; none may count
+        admitted = await gatekeeper.authenticate(secret, "query")
+        assert "query" not in admitted.key.scopes
+    assert await client.llen(_window(limiter, key.key_id, key.rate_limit)) == 0
+    await gatekeeper.authenticate(secret, "ingest")  # in scope: counted on the way in
+    assert await client.llen(_window(limiter, key.key_id, key.rate_limit)) == 1
 
 
 async def test_a_revoked_known_key_is_refused_at_once(rig: Any) -> None:
     gatekeeper, store, _, _ = rig
     secret, key = await store.create("revoked", {"query"}, None, "100/minute")
-    await gatekeeper.authenticate(secret)
+    await gatekeeper.authenticate(secret, "query")
     assert await store.revoke(key.key_id)
     with pytest.raises(APIError) as refused:
-        await gatekeeper.authenticate(secret)
+        await gatekeeper.authenticate(secret, "query")
     assert refused.value.status == 401

@@ -14,7 +14,7 @@ from limits.strategies import MovingWindowRateLimiter
 from services.gateway.window_storage import OneTripRedisStorage, one_trip_uri
 
 
-def _counting(storage: RedisStorage) -> list[Any]:
+def counting(storage: RedisStorage) -> list[Any]:
     calls: list[Any] = []
     client = storage.get_connection()
     inner = client.execute_command
@@ -53,7 +53,7 @@ def test_one_round_trip_per_counted_request(redis_url: str) -> None:
     limiter = MovingWindowRateLimiter(storage)
     key = uuid.uuid4().hex
     limiter.hit(item, key)  # loads the script once
-    calls = _counting(storage)
+    calls = counting(storage)
     for n in range(10):
         assert limiter.hit(item, key)
         assert limiter.get_window_stats(item, key).remaining == item.amount - n - 2
