@@ -14,15 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
+from bench import h2load
 from services.cli.suite import free_port
 
 _SERVE = (
@@ -67,33 +67,18 @@ def _run_server(kind: str) -> tuple[subprocess.Popen[bytes], str]:
 
 def _h2load(url: str, requests: int, concurrency: int) -> tuple[float, float]:
     """req/s and mean latency (ms) from h2load, one connection, `concurrency` streams."""
-    body = os.path.join(os.path.dirname(__file__), "_echo_body.json")
-    out = subprocess.run(
-        [
-            "h2load",
-            "-n",
-            str(requests),
-            "-c",
-            "1",
-            "-m",
-            str(concurrency),
-            "-d",
-            body,
-            "-H",
-            "content-type: application/json",
-            f"{url}/echo",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    if "Application protocol: h2c" not in out or f"{requests} succeeded" not in out:
-        raise RuntimeError(f"h2load run failed:\n{out}")
-    rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
-    mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(ms|us|s)", out)
-    assert mean is not None
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[mean.group(2)]
-    return rps, float(mean.group(1)) * scale
+    body = Path(__file__).with_name("_echo_body.json").read_bytes()
+    run = h2load.run(
+        f"{url}/echo",
+        body=body,
+        headers={"content-type": "application/json"},
+        connections=1,
+        streams=concurrency,
+        requests=requests,
+    )
+    if run.failed or len(run.latencies_s) != requests:
+        raise RuntimeError(f"h2load: {len(run.latencies_s)} of {requests} succeeded")
+    return run.rps, statistics.mean(run.latencies_s) * 1000
 
 
 def main() -> None:
@@ -105,7 +90,7 @@ def main() -> None:
     results: dict[str, list[tuple[float, float, float]]] = {"granian": [], "hypercorn": []}
     native: dict[str, list[tuple[float, float]]] = {"granian": [], "hypercorn": []}
     versions: dict[str, str] = {}
-    use_h2load = shutil.which("h2load") is not None
+    use_h2load = h2load.available()
     for _ in range(args.rounds):
         for kind in results:
             proc, url = _run_server(kind)
