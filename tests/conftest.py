@@ -16,6 +16,7 @@ import redis
 import redis.asyncio as aioredis
 
 from ingest.config import IngestSettings
+from ingest.runner import ingest_path
 from services.cli.suite import Ports, Suite
 from services.gateway.keys import KeyStore
 
@@ -68,6 +69,14 @@ def ingest_settings(suite: Suite) -> IngestSettings:
     return IngestSettings(
         milvus_uri=suite.milvus_uri, redis_url=suite.redis_url, embedder_url=suite.url("embedder")
     )
+
+
+@pytest.fixture
+async def examples(examples_dir: Path, collection_name: str, ingest_settings: IngestSettings) -> str:
+    """examples/docs ingested into this test's own collection; its name."""
+    report = await ingest_path(examples_dir, collection_name, ingest_settings)
+    assert report.failed == 0
+    return collection_name
 
 
 @pytest.fixture

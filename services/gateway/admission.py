@@ -22,12 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from limits import parse
 from slowapi import Limiter
 
 from services.gateway.keys import ApiKey, StoredKey, decode_record, record_key
 from services.gateway.quota import counter_key
-from services.gateway.window_storage import WINDOW_FUNCTION, read_ahead
+from services.gateway.window_storage import WINDOW_FUNCTION, limit_item, read_ahead
 
 # KEYS[1]: the key's record; KEYS[2]: its window list; KEYS[3] (if the key has a quota): the
 # day's token counter. ARGV: now, limit, expiry. A missing record counts nothing.
@@ -64,7 +63,7 @@ class Admission:
     async def admit(self, known: ApiKey) -> Admitted:
         """Reads ``known``'s record and counts this request in its window (under its known limit)."""
         now = time.time()
-        item = parse(known.rate_limit)
+        item = limit_item(known.rate_limit)
         window = item.key_for(*self._identifiers(known.key_id))
         keys = [record_key(known.key_id), self._storage.prefixed_key(window)]  # type: ignore[attr-defined]
         if known.daily_token_quota is not None:

@@ -15,13 +15,13 @@ from slowapi.errors import RateLimitExceeded
 from starlette.types import Scope
 
 from services.common.disconnect import ClientDisconnected
-from services.common.errors import error_response
 from services.common.health import ReadinessCheck
 from services.common.wiring import wire_service
 from services.gateway.admission import Admission
 from services.gateway.auth import Gatekeeper
 from services.gateway.body_limit import BodyLimitMiddleware
 from services.gateway.config import GatewaySettings
+from services.gateway.express_lane import ExpressLane
 from services.gateway.key_cache import KeyCache
 from services.gateway.keys import KeyStore
 from services.gateway.openapi import install_openapi
@@ -34,7 +34,7 @@ from services.gateway.ratelimit import (
     window_identifiers,
 )
 from services.gateway.routes import build_router
-from services.gateway.store_breaker import StoreBreaker, StoreUnavailable
+from services.gateway.store_breaker import StoreBreaker, StoreUnavailable, store_down_response
 from services.gateway.window_storage import OneTripRedisStorage
 
 # Nginx's "client closed request": nobody reads it, but logs and metrics do.
@@ -47,12 +47,7 @@ async def _store_down(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, RedisError):  # raised by the rate limiter's own client
         breaker: StoreBreaker = request.app.state.breaker
         breaker.failed(exc)
-    return error_response(
-        503,
-        "auth_unavailable",
-        "key and rate-limit store is unavailable; retry shortly",
-        {"retry-after": "1"},
-    )
+    return store_down_response()
 
 
 async def _client_gone(_: Request, __: Exception) -> Response:
@@ -93,13 +88,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.breaker = breaker
     app.state.key_store = key_store
     # One round trip per request where the limiter's storage is ours (plain Redis).
+    identifiers = window_identifiers(limiter)
     admission = (
-        Admission(redis, limiter, window_identifiers(limiter))
+        Admission(redis, limiter, identifiers)
         if isinstance(limiter.limiter.storage, OneTripRedisStorage)
         else None
     )
-    app.state.gatekeeper = Gatekeeper(key_store, KeyCache(settings.key_cache_ttl_s), breaker, admission)
-    app.state.metering = Metering(TokenQuota(redis), breaker)
+    gatekeeper = Gatekeeper(key_store, KeyCache(settings.key_cache_ttl_s), breaker, admission)
+    metering = Metering(TokenQuota(redis), breaker)
+    app.state.gatekeeper = gatekeeper
+    app.state.metering = metering
     app.state.rag = rag
     app.state.ingest = ingest
     app.include_router(build_router(limiter))
@@ -117,6 +115,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         upload = scope["method"] == "POST" and _UPLOAD_PATH.match(scope["path"])
         return settings.max_upload_bytes if upload else settings.max_body_bytes
 
+    # Innermost, so the body limit, metrics and request ids apply to its requests too.
+    app.add_middleware(
+        ExpressLane,
+        gatekeeper=gatekeeper,
+        limiter=limiter,
+        identifiers=identifiers,
+        breaker=breaker,
+        metering=metering,
+        rag=rag,
+    )
     # Added before wire_service so the request-id middleware wraps it: a rejected
     # body still gets an id in its error.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, limit_for=body_limit)

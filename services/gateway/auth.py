@@ -11,7 +11,7 @@ from fastapi import Request
 from services.common.errors import APIError
 from services.gateway.admission import Admission
 from services.gateway.key_cache import KeyCache
-from services.gateway.keys import ApiKey, KeyStore, parse_key
+from services.gateway.keys import ApiKey, KeyStore, StoredKey, parse_key
 from services.gateway.store_breaker import StoreBreaker, StoreUnavailable
 
 # Read by the rate limiter, which calls its limit provider and filters without the request.
@@ -28,17 +28,23 @@ def _invalid_key() -> APIError:
     return APIError(401, "invalid_api_key", "API key is invalid or revoked", headers=_WWW_AUTHENTICATE)
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None for any other shape."""
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _bearer(request: Request) -> str:
+    token = bearer_token(request.headers.get("authorization", ""))
+    if token is None:
         raise APIError(
             401,
             "unauthorized",
             "missing API key: send Authorization: Bearer qk_...",
             headers=_WWW_AUTHENTICATE,
         )
-    return token.strip()
+    return token
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class Pass:
     key: ApiKey
     without_redis: bool  # admitted from the last-known-good cache (fail-open)
     tokens_used: int | None = None  # today's tokens, when read on the way in
+    counted: bool = False  # the request is in its rate-limit window already (read_ahead)
 
 
 class Gatekeeper:
@@ -59,6 +66,24 @@ class Gatekeeper:
         self._breaker = breaker
         self._admission = admission  # None: slowapi counts on its own (sentinel, cluster)
 
+    def _admissible(self, key_id: str, secret: str, scope: str) -> StoredKey | None:
+        """The replica's last record of the key, if one trip may admit it (see admission.py).
+
+        None reads the record alone first: a wrong secret never spends the key's window, and
+        a request about to be refused its scope is not counted (slowapi never counts it either).
+        """
+        if self._admission is None:
+            return None
+        known = self._cache.last_seen(key_id)
+        if known is None or scope not in known.key.scopes or not known.matches(secret):
+            return None
+        return known
+
+    def recognises(self, presented: str, scope: str) -> bool:
+        """Whether ``authenticate`` would admit ``presented`` in one trip, counting its window."""
+        parsed = parse_key(presented)
+        return parsed is not None and self._admissible(*parsed, scope) is not None
+
     async def authenticate(self, presented: str, scope: str) -> Pass:
         """The key for ``presented``; its window is counted on the way in only if it has ``scope``."""
         parsed = parse_key(presented)
@@ -66,11 +91,7 @@ class Gatekeeper:
             raise _invalid_key()
         key_id, secret = parsed
         admission = self._admission
-        known = self._cache.last_seen(key_id) if admission is not None else None
-        if known is not None and (scope not in known.key.scopes or not known.matches(secret)):
-            # Read alone: a wrong secret never spends the key's window, and a request about to
-            # be refused its scope is not counted (slowapi never counts it either).
-            known = None
+        known = self._admissible(key_id, secret, scope)
         tokens_used = None
         try:
             if known is None or admission is None:
@@ -96,7 +117,7 @@ class Gatekeeper:
         if not unchanged and not stored.matches(secret):
             raise _invalid_key()
         self._cache.remember(stored)
-        return Pass(stored.key, without_redis=False, tokens_used=tokens_used)
+        return Pass(stored.key, without_redis=False, tokens_used=tokens_used, counted=known is not None)
 
 
 def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi import Request, Response
+from limits import RateLimitItem
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -71,11 +71,19 @@ def create_limiter(redis_url: str, *, fail_open: bool, timeout_s: float = 1.0) -
     return limiter
 
 
-async def rate_limit_exceeded(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RateLimitExceeded)
-    response = error_response(429, "rate_limited", f"rate limit exceeded: {exc.detail}")
-    limiter: Limiter = request.app.state.limiter
-    limiter._inject_headers(response, request.state.view_rate_limit)
+def with_limit_headers(
+    limiter: Limiter, response: Response, view: tuple[RateLimitItem, list[str]] | None
+) -> Response:
+    """``X-RateLimit-*`` headers for ``view``'s window, as slowapi writes them."""
+    return limiter._inject_headers(response, view)  # type: ignore[arg-type]  # None: no headers
+
+
+def too_many_requests(
+    limiter: Limiter, detail: str, view: tuple[RateLimitItem, list[str]] | None
+) -> Response:
+    response = with_limit_headers(
+        limiter, error_response(429, "rate_limited", f"rate limit exceeded: {detail}"), view
+    )
     # slowapi computes seconds until reset; never send 0 or less, clients would spin.
     try:
         retry_after = int(response.headers.get("retry-after", "1"))
@@ -83,3 +91,8 @@ async def rate_limit_exceeded(request: Request, exc: Exception) -> JSONResponse:
         retry_after = 1
     response.headers["retry-after"] = str(max(1, retry_after))
     return response
+
+
+async def rate_limit_exceeded(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RateLimitExceeded)
+    return too_many_requests(request.app.state.limiter, str(exc.detail), request.state.view_rate_limit)

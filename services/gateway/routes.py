@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from slowapi import Limiter
@@ -14,12 +13,9 @@ from services.gateway.auth import check_collection, require_scope
 from services.gateway.keys import ApiKey, KeyStore
 from services.gateway.openapi import scoped
 from services.gateway.proxy import Reply, Upstream
-from services.gateway.quota import Metering
+from services.gateway.rag_relay import finish, json_object, relay_query, relay_search
 from services.gateway.ratelimit import SHARED_SCOPE, per_key_limit
 from services.gateway.schemas import KeyCreate, KeyCreated, KeyInfo
-from services.gateway.usage import DoneEventTap, tokens_in_body
-
-DEGRADED_HEADER = "x-quarry-degraded"
 
 # (method, path, summary) of every ingest API route the gateway exposes (scope: ingest).
 INGEST_ROUTES = (
@@ -32,36 +28,6 @@ INGEST_ROUTES = (
     ("DELETE", "/v1/collections/{collection}/documents/{doc_id:path}", "Delete a document"),
     ("GET", "/v1/jobs/{job_id}", "Follow an ingest job"),
 )
-
-
-async def _json_object(request: Request) -> tuple[bytes, dict[str, Any]]:
-    body = await request.body()
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise APIError(400, "invalid_json", "request body is not valid JSON") from exc
-    except RecursionError as exc:  # thousands of nested brackets: refuse, don't crash
-        raise APIError(400, "invalid_json", "request body is nested too deeply") from exc
-    if not isinstance(payload, dict):
-        raise APIError(422, "invalid_request", "request body must be a JSON object")
-    return body, payload
-
-
-def _collection_of(payload: dict[str, Any], field: str) -> str:
-    # rag's default collection; a non-string is left for the upstream's validation to refuse.
-    value = payload.get(field, "docs")
-    return value if isinstance(value, str) else "docs"
-
-
-def _finish(request: Request, response: Response, tokens_left: int | None = None) -> Response:
-    degraded: list[str] = getattr(request.state, "degraded", [])
-    if degraded:
-        response.headers[DEGRADED_HEADER] = ",".join(degraded)
-    key: ApiKey = request.state.api_key
-    if tokens_left is not None and key.daily_token_quota is not None:
-        response.headers["x-tokenquota-limit"] = str(key.daily_token_quota)
-        response.headers["x-tokenquota-remaining"] = str(tokens_left)
-    return response
 
 
 def _visible_collections(reply: Reply, key: ApiKey) -> bytes | None:
@@ -89,24 +55,14 @@ def build_router(limiter: Limiter) -> APIRouter:
     )
     @limit
     async def query(request: Request, key: ApiKey = Depends(require_scope("query"))) -> Response:
-        body, payload = await _json_object(request)
-        check_collection(key, _collection_of(payload, "collection"))
-        metering: Metering = request.app.state.metering
-        tokens_left = await metering.remaining(key, request.state.degraded, request.state.tokens_used)
-        rag: Upstream = request.app.state.rag
-        reply = await cancel_on_disconnect(
-            request, rag.send("POST", "/v1/query", body=body, content_type="application/json")
+        return await relay_query(
+            request,
+            key,
+            degraded=request.state.degraded,
+            tokens_used=request.state.tokens_used,
+            metering=request.app.state.metering,
+            rag=request.app.state.rag,
         )
-        if reply.stream is None:
-            if reply.status == 200:
-                await metering.record(key, tokens_in_body(reply.content))
-            return _finish(request, reply.to_response(), tokens_left)
-        tap = DoneEventTap()
-
-        async def record() -> None:
-            await metering.record(key, tap.tokens)
-
-        return _finish(request, reply.to_response(on_chunk=tap.feed, on_end=record), tokens_left)
 
     @router.post(
         "/v1/search",
@@ -116,20 +72,14 @@ def build_router(limiter: Limiter) -> APIRouter:
     )
     @limit
     async def search(request: Request, key: ApiKey = Depends(require_scope("query"))) -> Response:
-        body, payload = await _json_object(request)
-        check_collection(key, _collection_of(payload, "collection"))
-        rag: Upstream = request.app.state.rag
-        reply = await cancel_on_disconnect(
-            request, rag.send("POST", "/v1/search", body=body, content_type="application/json")
-        )
-        return _finish(request, reply.to_response())
+        return await relay_search(request, key, degraded=request.state.degraded, rag=request.app.state.rag)
 
     @limit
     async def ingest(request: Request, key: ApiKey = Depends(require_scope("ingest"))) -> Response:
         body = await request.body()
         collection = request.path_params.get("collection")
         if collection is None and request.method == "POST":  # create: the name is in the body
-            _, payload = await _json_object(request)
+            _, payload = await json_object(request)
             collection = str(payload.get("name", ""))
         if collection is not None:
             check_collection(key, collection)
@@ -147,7 +97,8 @@ def build_router(limiter: Limiter) -> APIRouter:
         if "job_id" in request.path_params and reply.status == 200:
             job = reply.json()
             check_collection(key, str(job.get("collection")) if isinstance(job, dict) else "")
-        return _finish(request, reply.to_response(content=_visible_collections(reply, key)))
+        response = reply.to_response(content=_visible_collections(reply, key))
+        return finish(response, key, request.state.degraded)
 
     for method, path, summary in INGEST_ROUTES:
         router.add_api_route(

@@ -12,8 +12,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from services.common.errors import error_response
 from services.common.logs import get_logger
 
 T = TypeVar("T")
@@ -23,6 +25,15 @@ _log = get_logger(__name__)
 
 class StoreUnavailable(Exception):
     """Redis failed or is being skipped; answered 503 unless the policy is fail-open."""
+
+
+def store_down_response() -> JSONResponse:
+    return error_response(
+        503,
+        "auth_unavailable",
+        "key and rate-limit store is unavailable; retry shortly",
+        {"retry-after": "1"},
+    )
 
 
 class StoreBreaker:

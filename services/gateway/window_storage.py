@@ -11,10 +11,12 @@ Select it with ``one_trip_uri``; everything else is limits' own storage.
 
 from __future__ import annotations
 
+import functools
 import time
 from contextvars import ContextVar
 from typing import Any
 
+from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
 
 _PREFIX = "quarry+"
@@ -75,6 +77,12 @@ _seen_window: ContextVar[tuple[tuple[str, int, int], tuple[float, int]] | None] 
 _read_ahead: ContextVar[tuple[tuple[str, int, int], tuple[bool, float, int]] | None] = ContextVar(
     "read_ahead", default=None
 )
+
+
+@functools.lru_cache(maxsize=1024)
+def limit_item(rate_limit: str) -> RateLimitItem:
+    """A key's limit (``60/minute``) as limits' item, parsed once per distinct string."""
+    return parse(rate_limit)
 
 
 def read_ahead(key: str, limit: int, expiry: int, window: tuple[bool, float, int]) -> None:

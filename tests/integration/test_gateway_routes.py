@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from ingest.config import IngestSettings
-from ingest.runner import ingest_path
 from services.cli.suite import Suite
 from services.gateway.keys import KeyStore
 from services.gateway.quota import TokenQuota
@@ -24,13 +21,6 @@ QUESTION = "What HTTP status does a client over its rate limit receive?"
 async def gateway(suite: Suite) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=suite.url("gateway"), timeout=120) as client:
         yield client
-
-
-@pytest.fixture
-async def examples(examples_dir: Path, collection_name: str, ingest_settings: IngestSettings) -> str:
-    report = await ingest_path(examples_dir, collection_name, ingest_settings)
-    assert report.failed == 0
-    return collection_name
 
 
 def _auth(key: str) -> dict[str, str]:

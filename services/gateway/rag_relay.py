@@ -1,0 +1,90 @@
+"""What ``/v1/query`` and ``/v1/search`` do once their key is admitted: check the body's
+collection and the token quota, relay to rag, and count what the answer spent.
+
+Shared by the FastAPI routes (``routes.py``) and the express lane (``express_lane.py``),
+so both ways in answer alike.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from services.common.disconnect import cancel_on_disconnect
+from services.common.errors import APIError
+from services.gateway.auth import check_collection
+from services.gateway.keys import ApiKey
+from services.gateway.proxy import Upstream
+from services.gateway.quota import Metering
+from services.gateway.usage import DoneEventTap, tokens_in_body
+
+DEGRADED_HEADER = "x-quarry-degraded"
+
+
+async def json_object(request: Request) -> tuple[bytes, dict[str, Any]]:
+    """The request body, raw and parsed; 400/422 unless it is one JSON object."""
+    body = await request.body()
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise APIError(400, "invalid_json", "request body is not valid JSON") from exc
+    except RecursionError as exc:  # thousands of nested brackets: refuse, don't crash
+        raise APIError(400, "invalid_json", "request body is nested too deeply") from exc
+    if not isinstance(payload, dict):
+        raise APIError(422, "invalid_request", "request body must be a JSON object")
+    return body, payload
+
+
+def _collection_of(payload: dict[str, Any]) -> str:
+    # rag's default collection; a non-string is left for the upstream's validation to refuse.
+    value = payload.get("collection", "docs")
+    return value if isinstance(value, str) else "docs"
+
+
+def finish(response: Response, key: ApiKey, degraded: list[str], tokens_left: int | None = None) -> Response:
+    """Adds what the answer went without and the key's token quota to its headers."""
+    if degraded:
+        response.headers[DEGRADED_HEADER] = ",".join(degraded)
+    if tokens_left is not None and key.daily_token_quota is not None:
+        response.headers["x-tokenquota-limit"] = str(key.daily_token_quota)
+        response.headers["x-tokenquota-remaining"] = str(tokens_left)
+    return response
+
+
+async def relay_query(
+    request: Request,
+    key: ApiKey,
+    *,
+    degraded: list[str],
+    tokens_used: int | None,
+    metering: Metering,
+    rag: Upstream,
+) -> Response:
+    body, payload = await json_object(request)
+    check_collection(key, _collection_of(payload))
+    tokens_left = await metering.remaining(key, degraded, tokens_used)
+    reply = await cancel_on_disconnect(
+        request, rag.send("POST", "/v1/query", body=body, content_type="application/json")
+    )
+    if reply.stream is None:
+        if reply.status == 200:
+            await metering.record(key, tokens_in_body(reply.content))
+        return finish(reply.to_response(), key, degraded, tokens_left)
+    tap = DoneEventTap()
+
+    async def record() -> None:
+        await metering.record(key, tap.tokens)
+
+    return finish(reply.to_response(on_chunk=tap.feed, on_end=record), key, degraded, tokens_left)
+
+
+async def relay_search(request: Request, key: ApiKey, *, degraded: list[str], rag: Upstream) -> Response:
+    body, payload = await json_object(request)
+    check_collection(key, _collection_of(payload))
+    reply = await cancel_on_disconnect(
+        request, rag.send("POST", "/v1/search", body=body, content_type="application/json")
+    )
+    return finish(reply.to_response(), key, degraded)

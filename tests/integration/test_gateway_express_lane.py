@@ -1,0 +1,97 @@
+"""The express lane (known keys on /v1/query and /v1/search, past FastAPI's routing) through the
+suite's real gateway: it counts in slowapi's window with slowapi's headers, keeps the app's
+guards and error envelope, and only takes keys the replica has admitted before."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from services.cli.suite import Suite
+from tests.conftest import KeyFactory
+
+_LANE = re.compile(r'^quarry_gateway_express_requests_total\{route="(/v1/\w+)"\} ([0-9.]+)$', re.M)
+
+
+@pytest.fixture
+async def gateway(suite: Suite) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=suite.url("gateway"), timeout=120, http2=True) as client:
+        yield client
+
+
+async def _lane_count(gateway: httpx.AsyncClient, route: str) -> float:
+    metrics = (await gateway.get("/metrics")).text
+    return sum(float(value) for path, value in _LANE.findall(metrics) if path == route)
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+async def test_a_known_key_takes_the_lane_in_the_same_window_with_the_same_headers(
+    gateway: httpx.AsyncClient, make_key: KeyFactory, examples: str
+) -> None:
+    key = await make_key({"query"}, rate_limit="4/minute")
+    search = {"query": "rate limit", "collection": examples, "top_k": 2}
+    before = await _lane_count(gateway, "/v1/search")
+    answers = [await gateway.post("/v1/search", json=search, headers=_auth(key)) for _ in range(5)]
+    # The first request reads the unseen key alone (FastAPI route); the next four take the lane.
+    assert await _lane_count(gateway, "/v1/search") - before == 4
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 429]
+    assert [a.headers["x-ratelimit-remaining"] for a in answers] == ["3", "2", "1", "0", "0"]
+    assert {a.headers["x-ratelimit-limit"] for a in answers} == {"4"}
+    resets = {float(a.headers["x-ratelimit-reset"]) for a in answers}
+    assert max(resets) - min(resets) <= 2  # one window, opened by the first request
+    assert answers[1].json()["hits"], "the lane relays rag's answer"
+
+    over = answers[-1]
+    error = over.json()["error"]
+    assert (error["code"], error["message"]) == ("rate_limited", "rate limit exceeded: 4 per 1 minute")
+    assert error["request_id"] == over.headers["x-request-id"]
+    assert int(over.headers["retry-after"]) >= 1
+
+
+async def test_the_lane_keeps_the_guards_and_the_error_envelope(
+    gateway: httpx.AsyncClient, make_key: KeyFactory, examples: str
+) -> None:
+    key = await make_key({"query"}, collections={examples})
+    first = await gateway.post("/v1/search", json={"query": "q", "collection": examples}, headers=_auth(key))
+    assert first.status_code == 200
+    before = await _lane_count(gateway, "/v1/search")
+    cases = {
+        "invalid_json": (b"{not json", 400),
+        "invalid_request": (b"[1, 2]", 422),
+        "collection_forbidden": (b'{"query": "q", "collection": "someone_else"}', 403),
+        "payload_too_large": (b'{"query": "' + b"x" * 1_100_000 + b'"}', 413),
+    }
+    for code, (body, status) in cases.items():
+        headers = {**_auth(key), "content-type": "application/json", "x-request-id": f"lane-{status}"}
+        response = await gateway.post("/v1/search", content=body, headers=headers)
+        assert response.status_code == status, (code, response.text)
+        assert response.json()["error"] == {
+            "code": code,
+            "message": response.json()["error"]["message"],
+            "request_id": f"lane-{status}",
+        }
+    # The 413 was refused on its declared length, before the lane; the other three took it.
+    assert await _lane_count(gateway, "/v1/search") - before == 3
+
+
+async def test_a_key_lacking_the_scope_or_a_wrong_secret_never_takes_the_lane(
+    gateway: httpx.AsyncClient, make_key: KeyFactory
+) -> None:
+    ingest_only = await make_key({"ingest"})
+    query_key = await make_key({"query"})
+    await gateway.get("/v1/collections", headers=_auth(ingest_only))  # both now known to the replica
+    await gateway.post("/v1/search", json={"query": "q"}, headers=_auth(query_key))
+    before = await _lane_count(gateway, "/v1/query")
+    refused = [
+        await gateway.post("/v1/query", json={"question": "q"}, headers=_auth(ingest_only)),
+        await gateway.post("/v1/query", json={"question": "q"}, headers=_auth(query_key[:-4] + "AAAA")),
+    ]
+    assert [r.status_code for r in refused] == [403, 401]
+    assert [r.json()["error"]["code"] for r in refused] == ["insufficient_scope", "invalid_api_key"]
+    assert await _lane_count(gateway, "/v1/query") == before
