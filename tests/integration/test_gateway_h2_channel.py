@@ -15,6 +15,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
 import httpx
 import pytest
 from fastapi import FastAPI, Request
@@ -197,3 +201,94 @@ async def test_nothing_listening_is_a_connect_failure() -> None:
 def test_only_plain_http_urls_are_accepted() -> None:
     with pytest.raises(ValueError):
         Channel("https://rag:8080")
+
+
+class _Peer:
+    """An HTTP/2 server on the ``h2`` state machine, for the protocol paths Granian never takes
+    on cue: GOAWAY, a refused stream, header blocks split over CONTINUATION, padded frames."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.connections = 0
+        self.requests: list[int] = []  # connection number of each request answered or refused
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number = self.connections
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        try:
+            while data := await reader.read(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.StreamEnded):
+                        self._answer(conn, event.stream_id, number)
+                writer.write(conn.data_to_send())
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    def _answer(self, conn: h2.connection.H2Connection, stream_id: int, number: int) -> None:
+        self.requests.append(number)
+        if self.behaviour == "goaway" and number == 1:
+            conn.close_connection(last_stream_id=0)  # nothing processed: the client must resend
+            return
+        if self.behaviour == "refuse" and len(self.requests) == 1:
+            conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        big = [("x-big", "v" * 40_000)] if self.behaviour == "continuation" else []
+        conn.send_headers(stream_id, [(":status", "200"), ("x-connection", str(number)), *big])
+        pad = 200 if self.behaviour == "padded" else None
+        conn.send_data(stream_id, b"hello ", pad_length=pad)
+        conn.send_data(stream_id, b"there", end_stream=True, pad_length=pad)
+
+
+@pytest.fixture
+async def peer(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, _Peer]]:
+    state = _Peer(request.param)
+    server = await asyncio.start_server(state.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", state
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("peer", ["goaway"], indirect=True)
+async def test_a_goaway_before_processing_is_resent_on_a_new_connection(peer: tuple[str, _Peer]) -> None:
+    url, state = peer
+    channel = Channel(url)
+    try:
+        response, content = await _call(channel, "GET", "/")
+        assert (response.status, content, response.headers["x-connection"]) == (200, b"hello there", "2")
+        assert state.requests == [1, 2]
+    finally:
+        await channel.aclose()
+
+
+@pytest.mark.parametrize("peer", ["refuse"], indirect=True)
+async def test_a_refused_stream_is_resent(peer: tuple[str, _Peer]) -> None:
+    url, state = peer
+    channel = Channel(url)
+    try:
+        response, content = await _call(channel, "POST", "/", b"body")
+        assert (response.status, content) == (200, b"hello there")
+        assert state.requests == [1, 1]  # the same connection, a new stream
+    finally:
+        await channel.aclose()
+
+
+@pytest.mark.parametrize("peer", ["continuation", "padded"], indirect=True)
+async def test_split_header_blocks_and_padded_frames_are_read(peer: tuple[str, _Peer]) -> None:
+    url, state = peer
+    channel = Channel(url)
+    try:
+        for _ in range(3):  # the decoder's table stays in step across answers
+            response, content = await _call(channel, "GET", "/")
+            assert (response.status, content) == (200, b"hello there")
+            if state.behaviour == "continuation":
+                assert response.headers["x-big"] == "v" * 40_000
+    finally:
+        await channel.aclose()
