@@ -18,7 +18,7 @@ A key this replica has not seen yet is read alone first (``KeyStore.lookup``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from services.gateway.window_storage import WINDOW_FUNCTION, limit_item, read_ah
 
 # KEYS[1]: the key's record; KEYS[2]: its window list; KEYS[3] (if the key has a quota): the
 # day's token counter. ARGV: now, limit, expiry. A missing record counts nothing.
-_ADMIT = (
+ADMIT_SCRIPT = (
     WINDOW_FUNCTION
     + """
 local now = tonumber(ARGV[1])
@@ -45,7 +45,10 @@ if KEYS[3] then
 end
 return {record, window[1], window[2], window[3], tokens}
 """
-)
+).encode()
+
+# Runs ADMIT_SCRIPT with (KEYS, ARGV): a LuaChannel, or redis-py's registered script.
+ScriptRunner = Callable[[list[str], list[Any]], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,10 @@ class Admitted:
 
 
 class Admission:
-    def __init__(self, redis: Any, limiter: Limiter, identifiers: Callable[[str], list[str]]) -> None:
-        self._script = redis.register_script(_ADMIT.encode())
+    def __init__(
+        self, script: ScriptRunner, limiter: Limiter, identifiers: Callable[[str], list[str]]
+    ) -> None:
+        self._script = script
         self._storage = limiter.limiter.storage
         self._identifiers = identifiers  # key_id -> what slowapi names the key's window by
 

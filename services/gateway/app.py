@@ -17,13 +17,15 @@ from starlette.types import Scope
 from services.common.disconnect import ClientDisconnected
 from services.common.health import ReadinessCheck
 from services.common.wiring import wire_service
-from services.gateway.admission import Admission
+from services.gateway import lua_channel
+from services.gateway.admission import ADMIT_SCRIPT, Admission, ScriptRunner
 from services.gateway.auth import Gatekeeper
 from services.gateway.body_limit import BodyLimitMiddleware
 from services.gateway.config import GatewaySettings
 from services.gateway.express_lane import ExpressLane
 from services.gateway.key_cache import KeyCache
 from services.gateway.keys import KeyStore
+from services.gateway.lua_channel import LuaChannel
 from services.gateway.openapi import install_openapi
 from services.gateway.proxy import Upstream
 from services.gateway.quota import Metering, TokenQuota
@@ -61,6 +63,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     limiter = create_limiter(settings.redis_url, fail_open=fail_open, timeout_s=_REDIS_TIMEOUT_S)
     breaker = StoreBreaker(settings.redis_retry_s, fail_open=fail_open)
     key_store = KeyStore(redis)
+    # The admission script runs on every request: over its own lean connection where it can.
+    script: ScriptRunner = (
+        LuaChannel(settings.redis_url, ADMIT_SCRIPT, timeout_s=_REDIS_TIMEOUT_S)
+        if lua_channel.supports(settings.redis_url)
+        else redis.register_script(ADMIT_SCRIPT)
+    )
     rag = Upstream(
         "rag",
         settings.rag_url,
@@ -82,6 +90,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await rag.aclose()
             await ingest.aclose()
             await redis.aclose()
+            if isinstance(script, LuaChannel):
+                await script.aclose()
 
     app = FastAPI(title="Quarry gateway", lifespan=lifespan)
     app.state.limiter = limiter
@@ -89,11 +99,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.key_store = key_store
     # One round trip per request where the limiter's storage is ours (plain Redis).
     identifiers = window_identifiers(limiter)
-    admission = (
-        Admission(redis, limiter, identifiers)
-        if isinstance(limiter.limiter.storage, OneTripRedisStorage)
-        else None
-    )
+    admission = None
+    if isinstance(limiter.limiter.storage, OneTripRedisStorage):
+        admission = Admission(script, limiter, identifiers)
     gatekeeper = Gatekeeper(key_store, KeyCache(settings.key_cache_ttl_s), breaker, admission)
     metering = Metering(TokenQuota(redis), breaker)
     app.state.gatekeeper = gatekeeper

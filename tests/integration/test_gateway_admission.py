@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from limits import parse
 
 from services.common.errors import APIError
-from services.gateway.admission import Admission
+from services.gateway.admission import ADMIT_SCRIPT, Admission
 from services.gateway.auth import Gatekeeper
 from services.gateway.key_cache import KeyCache
 from services.gateway.keys import KeyStore
@@ -38,7 +38,7 @@ async def rig(redis_url: str) -> AsyncIterator[tuple[Gatekeeper, KeyStore, Any, 
     client = aioredis.Redis.from_url(redis_url)
     limiter = create_limiter(redis_url, fail_open=False)
     store = KeyStore(client)
-    admission = Admission(client, limiter, window_identifiers(limiter))
+    admission = Admission(client.register_script(ADMIT_SCRIPT), limiter, window_identifiers(limiter))
     gatekeeper = Gatekeeper(store, KeyCache(60), StoreBreaker(1.0, fail_open=False), admission)
     try:
         yield gatekeeper, store, client, limiter
