@@ -22,18 +22,31 @@ async def _disconnected(request: Request) -> None:
 
 
 async def cancel_on_disconnect(request: Request, call: Coroutine[Any, Any, T]) -> T:
-    """Awaits ``call``; if the client disconnects first, cancels it and raises ClientDisconnected."""
-    work = asyncio.ensure_future(call)
+    """Awaits ``call``; if the client disconnects first, cancels it and raises ClientDisconnected.
+
+    ``call`` runs in the caller's task and only the watch gets a task of its own: one task
+    per request less, on every relayed request of the gateway.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    settled = False
+    gone = False
+
+    def on_watch_done(watch: asyncio.Future[None]) -> None:
+        nonlocal gone
+        # A callback already queued when ``call`` returned must not cancel what comes after.
+        if not settled and not watch.cancelled() and watch.exception() is None:
+            gone = True
+            task.cancel()
+
     watch = asyncio.ensure_future(_disconnected(request))
+    watch.add_done_callback(on_watch_done)
     try:
-        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        work.cancel()
+        return await call
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:  # cancelled for the disconnect, not from outside
+            raise ClientDisconnected from None
         raise
     finally:
+        settled = True
         watch.cancel()
-    if work.done():
-        return work.result()
-    work.cancel()
-    await asyncio.wait((work,))
-    raise ClientDisconnected

@@ -29,9 +29,14 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = clean_request_id(headers.get("x-request-id"))
-        traceparent = child_traceparent(headers.get("traceparent"))
+        given_id = given_trace = None
+        for name, value in scope["headers"]:  # ASGI servers give header names lowercased
+            if name == b"x-request-id":
+                given_id = value.decode("latin-1")
+            elif name == b"traceparent":
+                given_trace = value.decode("latin-1")
+        request_id = clean_request_id(given_id)
+        traceparent = child_traceparent(given_trace)
         request_id_var.set(request_id)
         traceparent_var.set(traceparent)
         structlog.contextvars.bind_contextvars(request_id=request_id)

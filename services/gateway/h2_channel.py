@@ -134,6 +134,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._out: list[bytes] = []
+        self._flush_scheduled = False
         self._streams: dict[int, _Stream] = {}
         self._next_stream_id = 1
         self._header_block: tuple[int, int, bytearray] | None = None  # stream, flags, block so far
@@ -327,9 +328,16 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
     def _flush(self) -> None:
+        self._flush_scheduled = False
         if self._out and self._transport is not None and not self._transport.is_closing():
             self._transport.write(b"".join(self._out))
         self._out.clear()
+
+    def _flush_soon(self) -> None:
+        # Requests queued in the same loop turn leave in one write (one syscall under load).
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     # Streams
 
@@ -362,7 +370,7 @@ class _Connection(asyncio.Protocol):
             if body:
                 await self._send_body(stream_id, stream, body)
             else:
-                self._flush()
+                self._flush_soon()
         except BaseException:
             self.release(stream_id, stream)
             raise
@@ -394,6 +402,9 @@ class _Connection(asyncio.Protocol):
             self._send_window -= len(chunk)
             stream.send_window -= len(chunk)
             self._out.append(_frame(_DATA, 0 if view else _END_STREAM, stream_id, chunk.tobytes()))
+            if not view:
+                self._flush_soon()
+                return
             self._flush()
             if not self._writable.is_set():
                 await self._writable.wait()

@@ -47,10 +47,15 @@ def _command(*args: bytes | str | int | float) -> bytes:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float) -> None:
         self._reader = hiredis.Reader()
-        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._timeout_s = timeout_s
+        # Callers in the order Redis answers them, with when each must have its reply.
+        self._pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self._out: list[bytes] = []
         self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._watchdog: asyncio.TimerHandle | None = None
         self.open = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -60,7 +65,7 @@ class _Connection(asyncio.Protocol):
         self._reader.feed(data)
         try:
             while (reply := self._reader.gets()) is not False:
-                waiter = self._pending.popleft()
+                waiter, _ = self._pending.popleft()
                 if not waiter.done():  # a caller that gave up still had its reply in line
                     waiter.set_result(reply)
         except (hiredis.ProtocolError, IndexError) as exc:
@@ -70,17 +75,43 @@ class _Connection(asyncio.Protocol):
         self.close(RedisConnectionError("connection to Redis lost"))
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
+        """Queues ``command``; its reply (or a RedisError) arrives on the returned future."""
         if not self.open or self._transport is None:
             raise RedisConnectionError("connection to Redis is closed")
-        waiter = asyncio.get_running_loop().create_future()
-        self._pending.append(waiter)
-        self._transport.write(command)
+        waiter = self._loop.create_future()
+        self._pending.append((waiter, self._loop.time() + self._timeout_s))
+        if not self._out:  # the first of this loop turn: the others join its write
+            self._loop.call_soon(self._flush)
+        self._out.append(command)
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_at(self._pending[0][1], self._watch)
         return waiter
+
+    def _flush(self) -> None:
+        if self._out and self.open and self._transport is not None:
+            self._transport.write(b"".join(self._out))
+        self._out.clear()
+
+    def _watch(self) -> None:
+        # One timer per connection rather than one per call: replies come in order, so only
+        # the oldest call in line can be overdue.
+        self._watchdog = None
+        if not self._pending:
+            return
+        deadline = self._pending[0][1]
+        if deadline <= self._loop.time():
+            # Later replies on this connection would go to the wrong callers: drop it.
+            self.close(RedisTimeoutError("Redis did not answer in time"))
+        else:
+            self._watchdog = self._loop.call_at(deadline, self._watch)
 
     def close(self, error: Exception) -> None:
         self.open = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         pending, self._pending = self._pending, deque()
-        for waiter in pending:
+        for waiter, _ in pending:
             if not waiter.done():
                 waiter.set_exception(error)
                 waiter.exception()  # retrieved: its caller may be gone
@@ -116,22 +147,12 @@ class LuaChannel:
 
     async def _run(self, keys: Sequence[str], args: Sequence[int | float | str]) -> Any:
         connection = await self._connected()
-        reply = await self._await(connection, _command(b"EVALSHA", self._sha, len(keys), *keys, *args))
+        reply = await connection.send(_command(b"EVALSHA", self._sha, len(keys), *keys, *args))
         if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
-            reply = await self._await(connection, _command(b"EVAL", self._script, len(keys), *keys, *args))
+            reply = await connection.send(_command(b"EVAL", self._script, len(keys), *keys, *args))
         if isinstance(reply, hiredis.ReplyError):
             raise ResponseError(str(reply))
         return reply
-
-    async def _await(self, connection: _Connection, command: bytes) -> Any:
-        waiter = connection.send(command)
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await waiter
-        except TimeoutError:
-            # Later replies on this connection would go to the wrong callers: drop it.
-            connection.close(RedisTimeoutError("Redis did not answer in time"))
-            raise RedisTimeoutError("Redis did not answer in time") from None
 
     async def _connected(self) -> _Connection:
         if self._connection is not None and self._connection.open:
@@ -147,7 +168,9 @@ class LuaChannel:
         connection: _Connection | None = None
         try:
             async with asyncio.timeout(self._timeout_s):
-                _, connection = await loop.create_connection(_Connection, self._host, self._port)
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(self._timeout_s), self._host, self._port
+                )
                 setup = []
                 if self._password is not None:
                     auth = [self._username, self._password] if self._username else [self._password]
