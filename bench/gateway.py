@@ -8,6 +8,10 @@ answer cache. Then ``concurrency`` HTTP/2 clients (one connection each) send a w
 question to rag and to the gateway in alternating rounds. Every request through the
 gateway pays key lookup, the Redis rate-limit window, the quota check and one more hop.
 
+``--baseline REV`` also runs the gateway of an earlier commit (from a temporary git
+worktree) in front of the same rag, so the rounds compare rag alone, that gateway and this
+one side by side; every row then shows the CPU each process spent per request, from /proc.
+
 The clients are h2load's (``--client h2load``, the default when it is installed): a
 Python client spends more CPU per request than the services it measures, and on a
 2-core machine that CPU is taken from them. ``--client python`` keeps the httpx clients
@@ -18,10 +22,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -31,7 +41,7 @@ from rich.table import Table
 from bench import h2load
 from ingest.config import IngestSettings
 from ingest.runner import ingest_path
-from services.cli.suite import Ports, Suite
+from services.cli.suite import Child, Ports, Suite, free_port
 from services.common.http_client import create_http2_client
 from services.gateway.keys import KeyStore
 
@@ -116,6 +126,56 @@ async def _forget_key(redis_url: str, key_id: str) -> None:
         await client.aclose()
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds of a process and of its children (Granian serves from a forked worker)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_cpu_s(int(child)) for child in children)
+
+
+@contextlib.contextmanager
+def _baseline_gateway(suite: Suite, revision: str, tmp: Path) -> Iterator[tuple[str, Child]]:
+    """The gateway of ``revision`` on a free port, in front of the suite's rag."""
+    tree = tmp / "baseline"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], check=True)
+    port = free_port()
+    env = {**suite.children["gateway"].env, "QUARRY_GATEWAY_PORT": str(port)}
+    # The worktree's package first on the path; Granian's forked worker inherits it.
+    code = (
+        f"import runpy, sys; sys.path.insert(0, {str(tree)!r}); "
+        "runpy.run_module('services.gateway', run_name='__main__')"
+    )
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-c", code]
+    child = Child("gateway-baseline", argv, env, f"{url}/health/ready", tmp / "baseline.log")
+    child.start()
+    try:
+        child.wait_ready(time.monotonic() + 120)
+        yield url, child
+    finally:
+        child.stop()
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False)
+
+
+@dataclass
+class _Target:
+    url: str
+    key: str | None
+    gateway: Child | None  # None: rag alone
+    latencies: list[float] = field(default_factory=list)
+    rag_cpu_s: float = 0.0
+    gateway_cpu_s: float = 0.0
+
+
+def _pid(child: Child) -> int:
+    assert child.process is not None
+    return child.process.pid
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -123,6 +183,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--client", choices=("h2load", "python"), default=None)
+    parser.add_argument("--baseline", metavar="REV", help="also run this commit's gateway, side by side")
     args = parser.parse_args()
     client = args.client or ("h2load" if h2load.available() else "python")
 
@@ -146,13 +207,24 @@ def main() -> None:
                 for name in stage:
                     suite.wait_ready(name, deadline)
             key, key_id = asyncio.run(_prepare(suite, args.redis_url))
-            results: dict[str, list[float]] = {"rag alone": [], "gateway → rag": []}
-            try:
-                for _ in range(args.rounds):
-                    results["rag alone"] += drive(suite.url("rag"), None)
-                    results["gateway → rag"] += drive(suite.url("gateway"), key)
-            finally:
-                asyncio.run(_forget_key(args.redis_url, key_id))
+            with contextlib.ExitStack() as stack:
+                targets = {"rag alone": _Target(suite.url("rag"), None, None)}
+                if args.baseline:
+                    url, baseline = stack.enter_context(_baseline_gateway(suite, args.baseline, Path(tmp)))
+                    targets[f"gateway {args.baseline} → rag"] = _Target(url, key, baseline)
+                targets["gateway → rag"] = _Target(suite.url("gateway"), key, suite.children["gateway"])
+                rag = _pid(suite.children["rag"])
+                try:
+                    for _ in range(args.rounds):
+                        for target in targets.values():
+                            gateway = _pid(target.gateway) if target.gateway else None
+                            rag_before, gateway_before = _cpu_s(rag), _cpu_s(gateway) if gateway else 0.0
+                            target.latencies += drive(target.url, target.key)
+                            target.rag_cpu_s += _cpu_s(rag) - rag_before
+                            if gateway:
+                                target.gateway_cpu_s += _cpu_s(gateway) - gateway_before
+                finally:
+                    asyncio.run(_forget_key(args.redis_url, key_id))
         finally:
             suite.stop()
 
@@ -161,23 +233,25 @@ def main() -> None:
         title=f"cached /v1/query, {args.concurrency} HTTP/2 clients ({client}), "
         f"{args.rounds}×{args.seconds:g} s each"
     )
-    for column in ("target", "requests", "req/s", "p50 ms", "p99 ms"):
+    columns = ("target", "requests", "req/s", "p50 ms", "p99 ms", "rag CPU ms/req", "gateway CPU ms/req")
+    for column in columns:
         table.add_column(column, justify="right")
     stats = {}
-    for name, latencies in results.items():
-        latencies.sort()
+    for name, target in targets.items():
+        latencies = sorted(target.latencies)
+        n = len(latencies)
         p50 = statistics.median(latencies) * 1000
-        p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
-        stats[name] = (len(latencies) / duration, p50, p99)
-        table.add_row(name, str(len(latencies)), f"{stats[name][0]:,.0f}", f"{p50:.2f}", f"{p99:.2f}")
-    rag, gateway = stats["rag alone"], stats["gateway → rag"]
-    table.add_row(
-        "gateway / rag",
-        "",
-        f"{gateway[0] / rag[0]:.2f}×",
-        f"+{gateway[1] - rag[1]:.2f}",
-        f"+{gateway[2] - rag[2]:.2f}",
-    )
+        p99 = latencies[int(n * 0.99) - 1] * 1000
+        stats[name] = (n / duration, p50, p99)
+        gateway_cpu = f"{target.gateway_cpu_s * 1000 / n:.2f}" if target.gateway else ""
+        rag_cpu = f"{target.rag_cpu_s * 1000 / n:.2f}"
+        table.add_row(name, str(n), f"{n / duration:,.0f}", f"{p50:.2f}", f"{p99:.2f}", rag_cpu, gateway_cpu)
+    rag_alone = stats["rag alone"]
+    for name, (rps, p50, p99) in stats.items():
+        if name != "rag alone":
+            label = name.replace(" → rag", "") + " / rag"
+            added = (f"+{p50 - rag_alone[1]:.2f}", f"+{p99 - rag_alone[2]:.2f}")
+            table.add_row(label, "", f"{rps / rag_alone[0]:.2f}×", *added, "", "")
     Console().print(table)
 
 
