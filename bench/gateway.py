@@ -252,7 +252,7 @@ def main() -> None:
             label = name.replace(" → rag", "") + " / rag"
             added = (f"+{p50 - rag_alone[1]:.2f}", f"+{p99 - rag_alone[2]:.2f}")
             table.add_row(label, "", f"{rps / rag_alone[0]:.2f}×", *added, "", "")
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":
