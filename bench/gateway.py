@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import h2load
+from bench.proc_cpu import tree_cpu_s
 from ingest.config import IngestSettings
 from ingest.runner import ingest_path
 from services.cli.suite import Child, Ports, Suite, free_port
@@ -126,17 +126,6 @@ async def _forget_key(redis_url: str, key_id: str) -> None:
         await client.aclose()
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds of a process and of its children (Granian serves from a forked worker)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(_cpu_s(int(child)) for child in children)
-
-
 @contextlib.contextmanager
 def _baseline_gateway(suite: Suite, revision: str, tmp: Path) -> Iterator[tuple[str, Child]]:
     """The gateway of ``revision`` on a free port, in front of the suite's rag."""
@@ -218,11 +207,12 @@ def main() -> None:
                     for _ in range(args.rounds):
                         for target in targets.values():
                             gateway = _pid(target.gateway) if target.gateway else None
-                            rag_before, gateway_before = _cpu_s(rag), _cpu_s(gateway) if gateway else 0.0
+                            rag_before = tree_cpu_s(rag)
+                            gateway_before = tree_cpu_s(gateway) if gateway else 0.0
                             target.latencies += drive(target.url, target.key)
-                            target.rag_cpu_s += _cpu_s(rag) - rag_before
+                            target.rag_cpu_s += tree_cpu_s(rag) - rag_before
                             if gateway:
-                                target.gateway_cpu_s += _cpu_s(gateway) - gateway_before
+                                target.gateway_cpu_s += tree_cpu_s(gateway) - gateway_before
                 finally:
                     asyncio.run(_forget_key(args.redis_url, key_id))
         finally:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import redis
 
+from bench.proc_cpu import tree_cpu_s
 from ingest.chunking import chunker_for
 from ingest.config import IngestSettings
 from ingest.loaders import load_file
@@ -49,26 +50,6 @@ def _bare_model(texts: list[str]) -> tuple[float, float]:
     started, cpu = time.perf_counter(), _own_cpu_s()
     model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
     return time.perf_counter() - started, _own_cpu_s() - cpu
-
-
-def _tree_cpu_s(root: int) -> float:
-    """User + system CPU seconds of a process and its live descendants (Granian forks workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    total, frontier = 0.0, [root]
-    while frontier:
-        pid = frontier.pop()
-        total += stats.get(pid, (0, 0.0))[1]
-        frontier += [child for child, (parent, _) in stats.items() if parent == pid]
-    return total
 
 
 def _own_cpu_s() -> float:
@@ -115,7 +96,7 @@ def main() -> None:
             pids = {name: suite.children[name].process.pid for name in ("embedder", "milvus")}  # type: ignore[union-attr]
 
             def cpu_now() -> dict[str, float]:
-                return {"ingest (this process)": _own_cpu_s()} | {n: _tree_cpu_s(p) for n, p in pids.items()}
+                return {"ingest (this process)": _own_cpu_s()} | {n: tree_cpu_s(p) for n, p in pids.items()}
 
             cpu_before = cpu_now()
             started = time.perf_counter()
