@@ -10,6 +10,9 @@ from fastapi import Request
 
 T = TypeVar("T")
 
+# Nginx's "client closed request": nobody reads it, but logs and metrics do.
+CLIENT_CLOSED_REQUEST = 499
+
 
 class ClientDisconnected(Exception):
     """The client left before the answer was ready; its work was cancelled."""

@@ -50,6 +50,9 @@ class APIError(Exception):
         self.message = message
         self.headers = dict(headers or {})
 
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.code, self.message, self.headers)
+
 
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "request_id": current_request_id()}}
@@ -74,7 +77,7 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str]:
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
-    return error_response(exc.status, exc.code, exc.message, exc.headers)
+    return exc.response()
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

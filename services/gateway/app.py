@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from slowapi.errors import RateLimitExceeded
 from starlette.types import Scope
 
-from services.common.disconnect import ClientDisconnected
+from services.common.disconnect import CLIENT_CLOSED_REQUEST, ClientDisconnected
 from services.common.health import ReadinessCheck
 from services.common.wiring import wire_service
 from services.gateway import lua_channel
@@ -39,21 +39,16 @@ from services.gateway.routes import build_router
 from services.gateway.store_breaker import StoreBreaker, StoreUnavailable, store_down_response
 from services.gateway.window_storage import OneTripRedisStorage
 
-# Nginx's "client closed request": nobody reads it, but logs and metrics do.
-_CLIENT_CLOSED_REQUEST = 499
 _UPLOAD_PATH = re.compile(r"^/v1/collections/[^/]+/documents$")
 _REDIS_TIMEOUT_S = 1.0
 
 
 async def _store_down(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, RedisError):  # raised by the rate limiter's own client
-        breaker: StoreBreaker = request.app.state.breaker
-        breaker.failed(exc)
-    return store_down_response()
+    return store_down_response(request.app.state.breaker, exc)
 
 
 async def _client_gone(_: Request, __: Exception) -> Response:
-    return Response(status_code=_CLIENT_CLOSED_REQUEST)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:

@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.common.disconnect import ClientDisconnected
-from services.common.errors import APIError, error_response
+from services.common.disconnect import CLIENT_CLOSED_REQUEST, ClientDisconnected
+from services.common.errors import APIError
 from services.gateway.auth import DEGRADED_WITHOUT_REDIS, Gatekeeper, Pass, bearer_token
 from services.gateway.proxy import Upstream
 from services.gateway.quota import Metering
@@ -41,7 +41,6 @@ EXPRESS_REQUESTS = Counter(
     ["route"],
 )
 _SCOPE = "query"
-_CLIENT_CLOSED_REQUEST = 499
 
 
 @dataclass(frozen=True)
@@ -101,15 +100,13 @@ class ExpressLane:
                 response = await relay_search(request, passed.key, degraded=degraded, rag=self._rag)
         except _Refused as refused:
             return refused.response
+        # The app's exception handlers sit below this middleware: answer as they would.
         except APIError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.headers)
-        except RedisError as exc:  # from the limiter's own client
-            self._breaker.failed(exc)
-            return store_down_response()
-        except StoreUnavailable:
-            return store_down_response()
+            return exc.response()
+        except (RedisError, StoreUnavailable) as exc:
+            return store_down_response(self._breaker, exc)
         except ClientDisconnected:
-            return Response(status_code=_CLIENT_CLOSED_REQUEST)
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         return with_limit_headers(self._limiter, response, view)
 
     def _count(self, passed: Pass) -> tuple[RateLimitItem, list[str]] | None:

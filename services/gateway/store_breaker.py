@@ -27,15 +27,6 @@ class StoreUnavailable(Exception):
     """Redis failed or is being skipped; answered 503 unless the policy is fail-open."""
 
 
-def store_down_response() -> JSONResponse:
-    return error_response(
-        503,
-        "auth_unavailable",
-        "key and rate-limit store is unavailable; retry shortly",
-        {"retry-after": "1"},
-    )
-
-
 class StoreBreaker:
     def __init__(
         self, retry_s: float, *, fail_open: bool, clock: Callable[[], float] = time.monotonic
@@ -72,3 +63,16 @@ class StoreBreaker:
             _log.info("redis_recovered")
             self._down = False
             self._down_until = 0.0
+
+
+def store_down_response(breaker: StoreBreaker, exc: Exception) -> JSONResponse:
+    """The 503 for a Redis failure; one raised outside ``breaker.run`` (by the rate limiter's
+    own client) is recorded in the breaker first."""
+    if isinstance(exc, RedisError):
+        breaker.failed(exc)
+    return error_response(
+        503,
+        "auth_unavailable",
+        "key and rate-limit store is unavailable; retry shortly",
+        {"retry-after": "1"},
+    )

@@ -6,15 +6,12 @@ import time
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from services.common.disconnect import ClientDisconnected, cancel_on_disconnect
+from services.common.disconnect import CLIENT_CLOSED_REQUEST, ClientDisconnected, cancel_on_disconnect
 from services.llm.schemas import ChatCompletionRequest, ChatCompletionResponse, ModelCard, ModelList
 from services.llm.serving import ChatService
 from services.llm.sse import EventStreamResponse
 
 router = APIRouter()
-
-# Nginx's "client closed request": nobody reads it, but logs and metrics do.
-_CLIENT_CLOSED_REQUEST = 499
 
 
 async def get_chat(request: Request) -> ChatService:
@@ -33,7 +30,7 @@ async def chat_completions(
             return EventStreamResponse(opened.events, opened.lease)
         return await cancel_on_disconnect(request, chat.complete(body))
     except ClientDisconnected:
-        return Response(status_code=_CLIENT_CLOSED_REQUEST)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 @router.get("/v1/models", response_model=ModelList)
