@@ -52,7 +52,6 @@ class Pass:
     key: ApiKey
     without_redis: bool  # admitted from the last-known-good cache (fail-open)
     tokens_used: int | None = None  # today's tokens, when read on the way in
-    counted: bool = False  # the request is in its rate-limit window already (read_ahead)
 
 
 class Gatekeeper:
@@ -117,7 +116,7 @@ class Gatekeeper:
         if not unchanged and not stored.matches(secret):
             raise _invalid_key()
         self._cache.remember(stored)
-        return Pass(stored.key, without_redis=False, tokens_used=tokens_used, counted=known is not None)
+        return Pass(stored.key, without_redis=False, tokens_used=tokens_used)
 
 
 def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:

@@ -97,7 +97,6 @@ class _Stream:
         "consumed",
         "ended",
         "error",
-        "has_head",
         "response",
         "send_window",
         "unacked",
@@ -111,7 +110,6 @@ class _Stream:
         self.window_open: asyncio.Event = asyncio.Event()
         self.ended = False
         self.error: ChannelError | None = None
-        self.has_head = False
         self.send_window = send_window
         self.unacked = 0  # bytes read but not yet given back to the upstream's window
 
@@ -265,14 +263,11 @@ class _Connection(asyncio.Protocol):
         stream = self._streams.get(stream_id)
         if stream is None:
             return
-        if not stream.has_head:
+        if not stream.response.done():  # the head; a later block is trailers, not passed on
             status = next((value for name, value in headers if name == b":status"), b"")
             if status.startswith(b"1") and not flags & _END_STREAM:
                 return  # informational (100 Continue, 103 Early Hints): the answer follows
-            stream.has_head = True
-            if not stream.response.done():
-                stream.response.set_result(headers)
-        # A second block is trailers: nothing the gateway passes on.
+            stream.response.set_result(headers)
         if flags & _END_STREAM:
             self._end(stream_id, stream)
             stream.consumed.set()

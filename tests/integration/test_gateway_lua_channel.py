@@ -27,6 +27,7 @@ from services.gateway.lua_channel import LuaChannel, supports
 from services.gateway.quota import TokenQuota
 from services.gateway.ratelimit import create_limiter, window_identifiers
 from services.gateway.store_breaker import StoreBreaker
+from tests.integration.test_gateway_admission import _window
 
 _PASSWORD = "s3cret"
 
@@ -170,7 +171,8 @@ async def test_admission_over_the_channel_reads_record_window_and_tokens(redis_u
         await TokenQuota(client).add(key.key_id, 9)
         await gatekeeper.authenticate(secret, "query")  # unseen: read alone
         passed = await gatekeeper.authenticate(secret, "query")
-        assert (passed.key.key_id, passed.tokens_used, passed.counted) == (key.key_id, 9, True)
+        assert (passed.key.key_id, passed.tokens_used) == (key.key_id, 9)
+        assert await client.llen(_window(limiter, key.key_id, key.rate_limit)) == 1  # counted on the way in
         assert await store.revoke(key.key_id)
         with pytest.raises(APIError) as refused:
             await gatekeeper.authenticate(secret, "query")
