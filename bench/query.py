@@ -2,10 +2,10 @@
 
     .venv/bin/python -m bench.query --data ../shared/eval/scifact --mode bm25 --mode hybrid
 
-Starts Milvus Lite, the embedder and two rag processes (batching on, batching off) on
+Starts Milvus Lite, the embedder and one rag process per configuration on
 free ports, indexes the SciFact corpus (one chunk per abstract, cached vectors), then
 drives each rag with ``concurrency`` HTTP/2 clients sending distinct SciFact queries,
-alternating the two configurations each round. ``/v1/search`` never caches, so every
+alternating the configurations (``CONFIGS``) each round. ``/v1/search`` never caches, so every
 request searches Milvus (and, for dense and hybrid, embeds its query first).
 """
 
@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench.proc_cpu import tree_cpu_s
 from services.cli.beir import load_split
 from services.cli.embedding_cache import embed_cached
 from services.cli.eval import index_corpus
@@ -28,7 +29,17 @@ from services.cli.suite import Child, Ports, Suite
 from services.common.http_client import create_http2_client
 
 COLLECTION = "bench_scifact"
-CONFIGS = {"batching on": "true", "batching off": "false"}
+CONFIGS = {
+    "batching on": {"QUARRY_RAG_SEARCH_BATCHING": "true"},
+    "batching off": {"QUARRY_RAG_SEARCH_BATCHING": "false"},
+}
+SERVICES = ("milvus", "embedder", "rag")
+
+
+def _pid(suite: Suite, name: str) -> int:
+    process = suite.children[name].process
+    assert process is not None
+    return process.pid
 
 
 async def _drive(
@@ -101,12 +112,12 @@ def main() -> None:
         for name in ("llm", "gateway"):
             del suite.children[name]
         urls: dict[str, str] = {}
-        for label, batching in CONFIGS.items():
+        for label, config in CONFIGS.items():
             port = Ports.free().rag
             env = {
                 **suite.service_env(),
                 "QUARRY_RAG_PORT": str(port),
-                "QUARRY_RAG_SEARCH_BATCHING": batching,
+                **config,
                 # Throughput, not load shedding, is measured: without batching 32 clients queue
                 # searches past the 5 s default and the breaker would turn them into 503s.
                 "QUARRY_RAG_RETRIEVE_TIMEOUT_S": "300",
@@ -134,11 +145,22 @@ def main() -> None:
             modes: list[str] = args.mode or ["hybrid"]
             results: dict[tuple[str, str], list[float]] = {(m, c): [] for m in modes for c in CONFIGS}
             busy: dict[tuple[str, str], float] = dict.fromkeys(results, 0.0)
+            # CPU seconds per service, to show where a request's cost lies (and so what
+            # batching can share: only Milvus' per-call part).
+            cpu: dict[tuple[str, str], dict[str, float]] = {k: dict.fromkeys(SERVICES, 0.0) for k in results}
             for _ in range(args.rounds):
                 for mode, label in results:
+                    pids = {
+                        "milvus": _pid(suite, "milvus"),
+                        "embedder": _pid(suite, "embedder"),
+                        "rag": _pid(suite, label),
+                    }
+                    before = {name: tree_cpu_s(pid) for name, pid in pids.items()}
                     latencies, elapsed = asyncio.run(
                         _drive(urls[label], queries, mode, args.seconds, args.concurrency)
                     )
+                    for name, pid in pids.items():
+                        cpu[mode, label][name] += tree_cpu_s(pid) - before[name]
                     results[mode, label] += latencies
                     busy[mode, label] += elapsed
         finally:
@@ -148,7 +170,9 @@ def main() -> None:
         title=f"/v1/search, {args.concurrency} concurrent HTTP/2 clients, "
         f"{len(split.corpus)} chunks, {args.rounds}x{args.seconds:g} s each"
     )
-    for column in ("mode", "config", "requests", "req/s", "p50 ms", "p99 ms"):
+    columns = ["mode", "config", "requests", "req/s", "p50 ms", "p99 ms"]
+    columns += [f"{name} CPU ms/req" for name in SERVICES]
+    for column in columns:
         table.add_column(column, justify="right")
     rates: dict[tuple[str, str], float] = {}
     for (mode, label), latencies in results.items():
@@ -161,6 +185,7 @@ def main() -> None:
             f"{rates[mode, label]:.1f}",
             f"{statistics.median(ordered) * 1000:.1f}",
             f"{ordered[int(len(ordered) * 0.99) - 1] * 1000:.1f}",
+            *(f"{cpu[mode, label][name] * 1000 / len(latencies):.2f}" for name in SERVICES),
         )
         if label == "batching off":
             ratio = rates[mode, "batching on"] / rates[mode, "batching off"]
