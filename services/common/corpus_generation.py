@@ -1,7 +1,8 @@
 """Per-collection generation numbers in Redis.
 
-Ingest bumps a collection's number on every change; rag puts the number in its
-cache keys, so an answer built on an older corpus can never be served again.
+Ingest bumps a collection's number on every change; rag stores the number with each
+cached answer and serves one only while its number is current, so an answer built on an
+older corpus can never be served again.
 """
 
 from __future__ import annotations

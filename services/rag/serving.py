@@ -19,7 +19,7 @@ from services.common.errors import APIError
 from services.common.logs import get_logger
 from services.rag import rag_metrics
 from services.rag.attribution import attribute
-from services.rag.cache import AnswerCache, CacheUnavailable
+from services.rag.cache import AnswerCache, CacheUnavailable, Lookup
 from services.rag.config import RagSettings
 from services.rag.extractive import extractive_answer
 from services.rag.guarded_retrieval import GuardedRetrieval
@@ -46,7 +46,7 @@ class _Query:
     injection: list[str]
     timings: dict[str, float] = field(default_factory=dict)
     degraded: list[str] = field(default_factory=list)
-    key: str | None = None
+    cache: Lookup | None = None  # None: the cache was unavailable
     cached: dict[str, Any] | None = None
     sources: list[Hit] = field(default_factory=list)
 
@@ -142,17 +142,16 @@ class QueryService:
 
         mark = time.perf_counter()
         try:
-            query.key = await self._cache_guard.call(
-                lambda: self.cache.key(request.question, request.collection, self._cache_settings(request)),
-                idempotent=True,
+            settings = self._cache_settings(request)
+            query.cache = await self._cache_guard.call(
+                lambda: self.cache.lookup(request.question, request.collection, settings), idempotent=True
             )
-            key = query.key
-            query.cached = await self._cache_guard.call(lambda: self.cache.get(key), idempotent=True)
+            query.cached = query.cache.value
             rag_metrics.CACHE_LOOKUPS.labels("hit" if query.cached is not None else "miss").inc()
         except DependencyUnavailable as exc:
             _log.warning("cache_degraded", error=str(exc))
             rag_metrics.CACHE_LOOKUPS.labels("error").inc()
-            query.key, query.cached = None, None
+            query.cache, query.cached = None, None
             query.degraded.append("cache")
         query.timings["cache"] = _ms(mark)
         if query.cached is not None:
@@ -223,15 +222,17 @@ class QueryService:
 
     async def _store(self, query: _Query, response: QueryResponse) -> None:
         # Degraded answers are not cached: the next request should get the real one.
-        if query.key is None or response.degraded:
+        lookup = query.cache
+        if lookup is None or response.degraded:
             return
-        key = query.key
         value = response.model_dump(exclude={"request_id", "timings_ms", "cached", "degraded"})
         # Every source the model saw, not just the cited ones: a replayed stream's `sources`
         # event must match what a generated one sends.
         value[_CACHED_SOURCES] = self._sources(query)
         try:
-            await self._cache_guard.call(lambda: self.cache.put(key, value), idempotent=True)
+            await self._cache_guard.call(
+                lambda: self.cache.put(lookup.key, lookup.generation, value), idempotent=True
+            )
         except DependencyUnavailable:
             response.degraded.append("cache")
             rag_metrics.DEGRADED_ANSWERS.labels("cache").inc()
