@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from fastapi import Request
 
@@ -24,11 +24,12 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def cancel_on_disconnect(request: Request, call: Coroutine[Any, Any, T]) -> T:
+async def cancel_on_disconnect(request: Request, call: Awaitable[T]) -> T:
     """Awaits ``call``; if the client disconnects first, cancels it and raises ClientDisconnected.
 
-    ``call`` runs in the caller's task and only the watch gets a task of its own: one task
-    per request less, on every relayed request of the gateway.
+    A coroutine ``call`` runs in the caller's task and only the watch gets a task of its own:
+    one task per request less, on every relayed request of the gateway. A task ``call`` is
+    cancelled with the caller.
     """
     task = asyncio.current_task()
     assert task is not None

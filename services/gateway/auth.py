@@ -78,10 +78,12 @@ class Gatekeeper:
             return None
         return known
 
-    def recognises(self, presented: str, scope: str) -> bool:
-        """Whether ``authenticate`` would admit ``presented`` in one trip, counting its window."""
+    def recognised(self, presented: str, scope: str) -> ApiKey | None:
+        """The key ``authenticate`` would admit ``presented`` as in one trip, counting its window
+        (as this replica last saw it); None if it would read the record alone first."""
         parsed = parse_key(presented)
-        return parsed is not None and self._admissible(*parsed, scope) is not None
+        known = None if parsed is None else self._admissible(*parsed, scope)
+        return None if known is None else known.key
 
     async def authenticate(self, presented: str, scope: str) -> Pass:
         """The key for ``presented``; its window is counted on the way in only if it has ``scope``."""

@@ -17,7 +17,7 @@ from services.common.disconnect import cancel_on_disconnect
 from services.common.errors import APIError
 from services.gateway.auth import check_collection
 from services.gateway.keys import ApiKey
-from services.gateway.proxy import Upstream
+from services.gateway.proxy import Reply, Upstream
 from services.gateway.quota import Metering
 from services.gateway.usage import DoneEventTap, tokens_in_body
 
@@ -38,7 +38,7 @@ async def json_object(request: Request) -> tuple[bytes, dict[str, Any]]:
     return body, payload
 
 
-def _collection_of(payload: dict[str, Any]) -> str:
+def collection_of(payload: dict[str, Any]) -> str:
     # rag's default collection; a non-string is left for the upstream's validation to refuse.
     value = payload.get("collection", "docs")
     return value if isinstance(value, str) else "docs"
@@ -64,11 +64,18 @@ async def relay_query(
     rag: Upstream,
 ) -> Response:
     body, payload = await json_object(request)
-    check_collection(key, _collection_of(payload))
+    check_collection(key, collection_of(payload))
     tokens_left = await metering.remaining(key, degraded, tokens_used)
     reply = await cancel_on_disconnect(
         request, rag.send("POST", "/v1/query", body=body, content_type="application/json")
     )
+    return await query_response(reply, key, degraded, tokens_left, metering)
+
+
+async def query_response(
+    reply: Reply, key: ApiKey, degraded: list[str], tokens_left: int | None, metering: Metering
+) -> Response:
+    """rag's answer to ``/v1/query`` for the client; the tokens it spent count against the key."""
     if reply.stream is None:
         if reply.status == 200:
             await metering.record(key, tokens_in_body(reply.content))
@@ -83,7 +90,7 @@ async def relay_query(
 
 async def relay_search(request: Request, key: ApiKey, *, degraded: list[str], rag: Upstream) -> Response:
     body, payload = await json_object(request)
-    check_collection(key, _collection_of(payload))
+    check_collection(key, collection_of(payload))
     reply = await cancel_on_disconnect(
         request, rag.send("POST", "/v1/search", body=body, content_type="application/json")
     )

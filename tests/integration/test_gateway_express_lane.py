@@ -9,12 +9,17 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from services.cli.suite import Suite
 from services.common.http_client import create_http2_client
+from services.gateway.keys import KeyStore, parse_key
 from tests.conftest import KeyFactory
 
-_LANE = re.compile(r'^quarry_gateway_express_requests_total\{route="(/v1/\w+)"\} ([0-9.]+)$', re.M)
+_LANE = re.compile(
+    r'^quarry_gateway_express_requests_total\{ahead="(true|false)",route="(/v1/\w+)"\} ([0-9.]+)$', re.M
+)
+_ABANDONED = re.compile(r"^quarry_gateway_abandoned_ahead_total ([0-9.]+)$", re.M)
 
 
 @pytest.fixture
@@ -23,9 +28,18 @@ async def gateway(suite: Suite) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def _lane_count(gateway: httpx.AsyncClient, route: str) -> float:
+async def _lane_count(gateway: httpx.AsyncClient, route: str, ahead: str | None = None) -> float:
+    """Requests the lane served on ``route``; ``ahead``: only those sent ahead ("true") or not."""
     metrics = (await gateway.get("/metrics")).text
-    return sum(float(value) for path, value in _LANE.findall(metrics) if path == route)
+    return sum(
+        float(value)
+        for sent_ahead, path, value in _LANE.findall(metrics)
+        if path == route and ahead in (None, sent_ahead)
+    )
+
+
+async def _abandoned(gateway: httpx.AsyncClient) -> float:
+    return sum(float(v) for v in _ABANDONED.findall((await gateway.get("/metrics")).text))
 
 
 def _auth(key: str) -> dict[str, str]:
@@ -38,9 +52,13 @@ async def test_a_known_key_takes_the_lane_in_the_same_window_with_the_same_heade
     key = await make_key({"query"}, rate_limit="4/minute")
     search = {"query": "rate limit", "collection": examples, "top_k": 2}
     before = await _lane_count(gateway, "/v1/search")
+    ahead_before = await _lane_count(gateway, "/v1/search", "true")
     answers = [await gateway.post("/v1/search", json=search, headers=_auth(key)) for _ in range(5)]
     # The first request reads the unseen key alone (FastAPI route); the next four take the lane.
     assert await _lane_count(gateway, "/v1/search") - before == 4
+    # The 3rd and 4th go to rag while being admitted: the 2nd's answer left room for two. The
+    # 5th does not, the 4th's answer having left none, and is refused without asking rag.
+    assert await _lane_count(gateway, "/v1/search", "true") - ahead_before == 2
     assert [a.status_code for a in answers] == [200, 200, 200, 200, 429]
     assert [a.headers["x-ratelimit-remaining"] for a in answers] == ["3", "2", "1", "0", "0"]
     assert {a.headers["x-ratelimit-limit"] for a in answers} == {"4"}
@@ -94,3 +112,34 @@ async def test_a_key_lacking_the_scope_or_a_wrong_secret_never_takes_the_lane(
     assert [r.status_code for r in refused] == [403, 401]
     assert [r.json()["error"]["code"] for r in refused] == ["insufficient_scope", "invalid_api_key"]
     assert await _lane_count(gateway, "/v1/query") == before
+
+
+async def test_a_request_sent_ahead_for_a_key_revoked_meanwhile_is_refused(
+    gateway: httpx.AsyncClient, make_key: KeyFactory, redis_url: str, examples: str
+) -> None:
+    """The replica predicted admission from its last record; Redis says revoked: 401, rag's
+    call is cancelled and nothing of its answer reaches the client."""
+    key = await make_key({"query"})
+    search = {"query": "rate limit", "collection": examples, "top_k": 2}
+    for _ in range(3):  # route, lane, lane sent ahead
+        assert (await gateway.post("/v1/search", json=search, headers=_auth(key))).status_code == 200
+    ahead_before = await _lane_count(gateway, "/v1/search", "true")
+    abandoned_before = await _abandoned(gateway)
+    parsed = parse_key(key)
+    assert parsed is not None
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await KeyStore(client).revoke(parsed[0])
+    finally:
+        await client.aclose()
+
+    refused = await gateway.post("/v1/search", json=search, headers=_auth(key))
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"]["code"] == "invalid_api_key"
+    assert "hits" not in refused.json()
+    assert await _lane_count(gateway, "/v1/search", "true") - ahead_before == 1
+    assert await _abandoned(gateway) - abandoned_before == 1
+    # The replica forgot the key: the next try reads the record alone, and is refused again.
+    again = await gateway.post("/v1/search", json=search, headers=_auth(key))
+    assert again.status_code == 401
+    assert await _lane_count(gateway, "/v1/search", "true") - ahead_before == 1
