@@ -10,6 +10,11 @@ one Redis trip, limits' moving window decides on the count that trip made, slowa
 the ``X-RateLimit-*`` headers, and ``rag_relay`` does what the routes do. The middlewares
 around it (request id, metrics, body limit) are the app's own. Everything else, and any key
 this replica has not admitted yet, goes on to the FastAPI app.
+
+While the key's last answer here left room in its window, the request goes to rag while the
+key is admitted (``_serve_ahead``), so the Redis trip adds no time of its own. A refusal
+cancels rag's call before anything of it is returned; a key refused once is admitted first
+again until an answer shows room.
 """
 
 from __future__ import annotations
