@@ -143,3 +143,25 @@ async def test_a_request_sent_ahead_for_a_key_revoked_meanwhile_is_refused(
     again = await gateway.post("/v1/search", json=search, headers=_auth(key))
     assert again.status_code == 401
     assert await _lane_count(gateway, "/v1/search", "true") - ahead_before == 1
+
+
+async def test_a_stream_sent_ahead_is_relayed_whole(
+    gateway: httpx.AsyncClient, make_key: KeyFactory, examples: str
+) -> None:
+    """A streamed answer relayed while its key was admitted keeps its events, in order."""
+    key = await make_key({"query"})
+    query = {"question": "How are answers cached?", "collection": examples, "stream": True, "max_tokens": 8}
+    ahead_before = await _lane_count(gateway, "/v1/query", "true")
+    streams = [await gateway.post("/v1/query", json=query, headers=_auth(key)) for _ in range(3)]
+    # route, lane, lane sent ahead; the 2nd and 3rd replay the 1st answer from rag's cache.
+    assert await _lane_count(gateway, "/v1/query", "true") - ahead_before == 1
+    for response in streams:
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/event-stream")
+    kinds = [
+        [line.removeprefix("event: ") for line in r.text.splitlines() if line.startswith("event: ")]
+        for r in streams
+    ]
+    assert all(k[0] == "sources" and k[-1] == "done" and "token" in k for k in kinds), kinds
+    done = [r.text.rsplit("data: ", 1)[1] for r in streams]
+    assert '"cached":true' in done[2].replace(" ", "")
