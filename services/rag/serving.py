@@ -47,8 +47,12 @@ class _Query:
     timings: dict[str, float] = field(default_factory=dict)
     degraded: list[str] = field(default_factory=list)
     cache: Lookup | None = None  # None: the cache was unavailable
-    cached: dict[str, Any] | None = None
     sources: list[Hit] = field(default_factory=list)
+
+    @property
+    def cached(self) -> dict[str, Any] | None:
+        """The cached answer, on a hit."""
+        return None if self.cache is None else self.cache.value
 
 
 class QueryService:
@@ -146,12 +150,10 @@ class QueryService:
             query.cache = await self._cache_guard.call(
                 lambda: self.cache.lookup(request.question, request.collection, settings), idempotent=True
             )
-            query.cached = query.cache.value
             rag_metrics.CACHE_LOOKUPS.labels("hit" if query.cached is not None else "miss").inc()
         except DependencyUnavailable as exc:
             _log.warning("cache_degraded", error=str(exc))
             rag_metrics.CACHE_LOOKUPS.labels("error").inc()
-            query.cache, query.cached = None, None
             query.degraded.append("cache")
         query.timings["cache"] = _ms(mark)
         if query.cached is not None:
