@@ -165,3 +165,26 @@ async def test_a_stream_sent_ahead_is_relayed_whole(
     assert all(k[0] == "sources" and k[-1] == "done" and "token" in k for k in kinds), kinds
     done = [r.text.rsplit("data: ", 1)[1] for r in streams]
     assert '"cached":true' in done[2].replace(" ", "")
+
+
+async def test_bad_input_sent_ahead_gets_the_same_json_errors(
+    gateway: httpx.AsyncClient, make_key: KeyFactory, examples: str
+) -> None:
+    """A key with room in its window takes the ahead way: bad bodies are still 4xx JSON, not 500."""
+    key = await make_key({"query"}, collections={examples})
+    search = {"query": "q", "collection": examples}
+    cases = {
+        "invalid_json": (b"{not json", 400),
+        "invalid_request": (b"[1, 2]", 422),
+        "collection_forbidden": (b'{"query": "q", "collection": "someone_else"}', 403),
+    }
+    for code, (body, status) in cases.items():
+        for _ in range(2):  # until a lane answer has shown room (a refusal forgets it): then ahead
+            assert (await gateway.post("/v1/search", json=search, headers=_auth(key))).status_code == 200
+        ahead_before = await _lane_count(gateway, "/v1/search", "true")
+        headers = {**_auth(key), "content-type": "application/json", "x-request-id": f"ahead-{status}"}
+        response = await gateway.post("/v1/search", content=body, headers=headers)
+        assert await _lane_count(gateway, "/v1/search", "true") - ahead_before == 1, code
+        assert response.status_code == status, (code, response.text)
+        error = response.json()["error"]
+        assert (error["code"], error["request_id"]) == (code, f"ahead-{status}")
