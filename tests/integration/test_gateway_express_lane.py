@@ -4,8 +4,13 @@ guards and error envelope, and only takes keys the replica has admitted before."
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +25,11 @@ _LANE = re.compile(
     r'^quarry_gateway_express_requests_total\{ahead="(true|false)",route="(/v1/\w+)"\} ([0-9.]+)$', re.M
 )
 _ABANDONED = re.compile(r"^quarry_gateway_abandoned_ahead_total ([0-9.]+)$", re.M)
+_SEARCHES = re.compile(
+    r'^quarry_http_requests_total\{method="POST",route="/v1/search",service="gateway",status="(\d+)"\}'
+    r" ([0-9.]+)$",
+    re.M,
+)
 
 
 @pytest.fixture
@@ -44,6 +54,121 @@ async def _abandoned(gateway: httpx.AsyncClient) -> float:
 
 def _auth(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
+
+
+async def _searches_counted(gateway: httpx.AsyncClient) -> dict[str, float]:
+    """quarry_http_requests_total for the gateway's /v1/search, by status."""
+    return {status: float(value) for status, value in _SEARCHES.findall((await gateway.get("/metrics")).text)}
+
+
+def _access_line(log: Path, request_id: str, limit_s: float = 10.0) -> dict[str, Any] | None:
+    """The gateway's access line for ``request_id``; it is written after the answer went out."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if request_id in line and (record := json.loads(line)).get("event") == "http_request":
+                return record  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    return None
+
+
+async def test_the_lane_gives_ids_traces_metrics_and_access_lines_as_the_routes_do(
+    gateway: httpx.AsyncClient, make_key: KeyFactory, examples: str, suite: Suite
+) -> None:
+    key = await make_key({"query"})
+    search = {"query": "rate limit", "collection": examples, "top_k": 2}
+    assert (await gateway.post("/v1/search", json=search, headers=_auth(key))).status_code == 200
+    lane_before = await _lane_count(gateway, "/v1/search")
+    counted_before = await _searches_counted(gateway)
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    given = await gateway.post(
+        "/v1/search",
+        json=search,
+        headers={
+            **_auth(key),
+            "x-request-id": "lane-ids-1",
+            "traceparent": f"00-{trace_id}-b7ad6b7169203331-01",
+        },
+    )
+    made = await gateway.post("/v1/search", json=search, headers=_auth(key))
+    assert await _lane_count(gateway, "/v1/search") - lane_before == 2
+    assert (given.status_code, made.status_code) == (200, 200)
+
+    assert given.headers["x-request-id"] == "lane-ids-1"
+    _, answered_trace, span, _ = given.headers["traceparent"].split("-")
+    assert answered_trace == trace_id and span != "b7ad6b7169203331"
+    assert re.fullmatch(r"[0-9a-f]{24}", made.headers["x-request-id"])
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", made.headers["traceparent"])
+    assert made.headers["traceparent"].split("-")[1] != trace_id  # a new trace
+
+    counted = await _searches_counted(gateway)
+    assert counted.get("200", 0) - counted_before.get("200", 0) == 2
+    logs = suite.data_dir / "logs"
+    line = _access_line(logs / "gateway.log", "lane-ids-1")
+    assert line is not None, "no access line for a request the lane served"
+    assert (line["path"], line["status"], line["traceparent"]) == (
+        "/v1/search",
+        200,
+        given.headers["traceparent"],
+    )
+    assert line["duration_ms"] > 0
+    # The id went on to rag with the request.
+    rag_line = _access_line(logs / "rag.log", "lane-ids-1")
+    assert rag_line is not None and rag_line["traceparent"].split("-")[1] == trace_id
+
+
+async def _raw_post(port: int, key: str, request_id: str, framing: bytes, body: bytes) -> tuple[int, bytes]:
+    """POST /v1/search over raw HTTP/1.1: an HTTP/2 client stops at the stream the gateway
+    closes once it has refused, before it reads the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        head = (
+            f"POST /v1/search HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n"
+            f"content-type: application/json\r\nx-request-id: {request_id}\r\n"
+        ).encode()
+        writer.write(head + framing + b"\r\n" + body)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 30)
+        length = 0
+        while (line := await asyncio.wait_for(reader.readline(), 30)) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        answer = await asyncio.wait_for(reader.readexactly(length), 30)
+    finally:
+        writer.close()
+    return int(status_line.split()[1]), answer
+
+
+async def test_the_lane_caps_bodies_declared_or_streamed(
+    gateway: httpx.AsyncClient, make_key: KeyFactory, examples: str, suite: Suite
+) -> None:
+    key = await make_key({"query"})
+    search = {"query": "q", "collection": examples}
+    assert (await gateway.post("/v1/search", json=search, headers=_auth(key))).status_code == 200
+    before = await _lane_count(gateway, "/v1/search")
+    cap = 1_048_576  # the suite's gateway caps JSON bodies at 1 MiB
+    # Declared: refused on the header, none of the body sent.
+    declared = await _raw_post(suite.ports.gateway, key, "cap-declared", b"content-length: 2000000\r\n", b"")
+    # Chunked, no length declared: cut off once more than the cap has arrived.
+    chunk = b"x" * 65_536
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(cap // len(chunk) + 1))
+    streamed = await _raw_post(
+        suite.ports.gateway, key, "cap-streamed", b"transfer-encoding: chunked\r\n", chunks
+    )
+    # The declared one is refused by the app's body limit before the lane; the streamed one the
+    # lane takes and refuses while reading it.
+    assert await _lane_count(gateway, "/v1/search") - before == 1
+    for name, (status, answer) in (("declared", declared), ("streamed", streamed)):
+        assert status == 413, (name, answer)
+        body = json.loads(answer)
+        assert body["error"] == {
+            "code": "payload_too_large",
+            "message": f"request body exceeds {cap} bytes",
+            "request_id": f"cap-{name}",
+        }
+    # The key is not held back by its refusals.
+    assert (await gateway.post("/v1/search", json=search, headers=_auth(key))).status_code == 200
 
 
 async def test_a_known_key_takes_the_lane_in_the_same_window_with_the_same_headers(

@@ -399,6 +399,39 @@ async def test_request_id_and_trace_reach_the_upstream(rig: Rig) -> None:
     assert stats["traceparent"].split("-")[1] == trace_id
 
 
+async def test_the_express_lane_carries_ids_and_cors_headers_like_the_routes(rig: Rig) -> None:
+    """The lane runs outside the app's middlewares, so it does their part itself."""
+    key = await _key(rig)
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    async with httpx.AsyncClient(base_url=rig.closed, timeout=30) as client:
+        answers = [
+            await client.post(
+                "/v1/search",
+                json={"query": "q"},
+                headers={
+                    **_auth(key),
+                    "origin": ORIGIN,
+                    "x-request-id": f"lane-cors-{i}",
+                    "traceparent": f"00-{trace_id}-b7ad6b7169203331-01",
+                },
+            )
+            for i in range(3)
+        ]
+        metrics = (await client.get("/metrics")).text
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    # The first took the routes (unseen key); the other two the lane, one of them sent ahead.
+    assert 'quarry_gateway_express_requests_total{ahead="true",route="/v1/search"} 1.0' in metrics
+    for i, answer in enumerate(answers):
+        assert answer.headers["x-request-id"] == f"lane-cors-{i}"
+        assert answer.headers["access-control-allow-origin"] == ORIGIN
+        assert "x-ratelimit-remaining" in answer.headers["access-control-expose-headers"].lower()
+        _, answered_trace, span, _ = answer.headers["traceparent"].split("-")
+        assert answered_trace == trace_id and span != "b7ad6b7169203331"  # our span, the caller's trace
+    stats = await _stats(rig)
+    assert stats["request_id"] == "lane-cors-2"
+    assert stats["traceparent"].split("-")[1] == trace_id
+
+
 async def test_cors_by_setting(rig: Rig) -> None:
     preflight = {
         "origin": ORIGIN,
