@@ -39,6 +39,7 @@ from rich.table import Table
 
 from bench import h2load
 from bench.proc_cpu import tree_cpu_s
+from bench.rounds import in_turn
 from ingest.config import IngestSettings
 from ingest.runner import ingest_path
 from services.cli.suite import Child, Ports, Suite, free_port
@@ -204,8 +205,8 @@ def main() -> None:
                 targets["gateway → rag"] = _Target(suite.url("gateway"), key, suite.children["gateway"])
                 rag = _pid(suite.children["rag"])
                 try:
-                    for _ in range(args.rounds):
-                        for target in targets.values():
+                    for round_ in range(args.rounds):
+                        for target in in_turn(list(targets.values()), round_):
                             gateway = _pid(target.gateway) if target.gateway else None
                             rag_before = tree_cpu_s(rag)
                             gateway_before = tree_cpu_s(gateway) if gateway else 0.0

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.proc_cpu import tree_cpu_s
+from bench.rounds import in_turn
 from services.cli.beir import load_split
 from services.cli.embedding_cache import embed_cached
 from services.cli.eval import index_corpus
@@ -148,8 +149,8 @@ def main() -> None:
             # CPU seconds per service, to show where a request's cost lies (and so what
             # batching can share: only Milvus' per-call part).
             cpu: dict[tuple[str, str], dict[str, float]] = {k: dict.fromkeys(SERVICES, 0.0) for k in results}
-            for _ in range(args.rounds):
-                for mode, label in results:
+            for round_ in range(args.rounds):
+                for mode, label in in_turn(list(results), round_):
                     pids = {
                         "milvus": _pid(suite, "milvus"),
                         "embedder": _pid(suite, "embedder"),
