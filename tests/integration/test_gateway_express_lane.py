@@ -150,9 +150,10 @@ async def test_the_lane_caps_bodies_declared_or_streamed(
     cap = 1_048_576  # the suite's gateway caps JSON bodies at 1 MiB
     # Declared: refused on the header, none of the body sent.
     declared = await _raw_post(suite.ports.gateway, key, "cap-declared", b"content-length: 2000000\r\n", b"")
-    # Chunked, no length declared: cut off once more than the cap has arrived.
-    chunk = b"x" * 65_536
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(cap // len(chunk) + 1))
+    # Chunked, no length declared: cut off once more than the cap has arrived. One byte over,
+    # in the last chunk, so the gateway has read all that was sent when it answers.
+    pieces = [b"x" * 65_536] * (cap // 65_536) + [b"x"]
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
     streamed = await _raw_post(
         suite.ports.gateway, key, "cap-streamed", b"transfer-encoding: chunked\r\n", chunks
     )
