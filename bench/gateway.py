@@ -206,7 +206,7 @@ def main() -> None:
                 rag = _pid(suite.children["rag"])
                 try:
                     for round_ in range(args.rounds):
-                        for target in in_turn(list(targets.values()), round_):
+                        for target in in_turn(targets.values(), round_):
                             gateway = _pid(target.gateway) if target.gateway else None
                             rag_before = tree_cpu_s(rag)
                             gateway_before = tree_cpu_s(gateway) if gateway else 0.0

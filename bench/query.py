@@ -150,7 +150,7 @@ def main() -> None:
             # batching can share: only Milvus' per-call part).
             cpu: dict[tuple[str, str], dict[str, float]] = {k: dict.fromkeys(SERVICES, 0.0) for k in results}
             for round_ in range(args.rounds):
-                for mode, label in in_turn(list(results), round_):
+                for mode, label in in_turn(results, round_):
                     pids = {
                         "milvus": _pid(suite, "milvus"),
                         "embedder": _pid(suite, "embedder"),

@@ -9,12 +9,13 @@ the same A/A run then measured both copies alike (0.75x and 0.75x).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def in_turn(targets: Sequence[T], round_: int) -> list[T]:
+def in_turn(targets: Iterable[T], round_: int) -> list[T]:
     """``targets`` in the order round ``round_`` (from 0) runs them."""
-    return list(targets) if round_ % 2 == 0 else list(reversed(targets))
+    ordered = list(targets)
+    return ordered if round_ % 2 == 0 else ordered[::-1]

@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +17,7 @@ from services.cli.suite import Suite
 from services.common.http_client import create_http2_client
 from services.gateway.keys import KeyStore, parse_key
 from tests.conftest import KeyFactory
+from tests.service_logs import access_line
 
 _LANE = re.compile(
     r'^quarry_gateway_express_requests_total\{ahead="(true|false)",route="(/v1/\w+)"\} ([0-9.]+)$', re.M
@@ -61,17 +59,6 @@ async def _searches_counted(gateway: httpx.AsyncClient) -> dict[str, float]:
     return {status: float(value) for status, value in _SEARCHES.findall((await gateway.get("/metrics")).text)}
 
 
-def _access_line(log: Path, request_id: str, limit_s: float = 10.0) -> dict[str, Any] | None:
-    """The gateway's access line for ``request_id``; it is written after the answer went out."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            if request_id in line and (record := json.loads(line)).get("event") == "http_request":
-                return record  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    return None
-
-
 async def test_the_lane_gives_ids_traces_metrics_and_access_lines_as_the_routes_do(
     gateway: httpx.AsyncClient, make_key: KeyFactory, examples: str, suite: Suite
 ) -> None:
@@ -104,7 +91,7 @@ async def test_the_lane_gives_ids_traces_metrics_and_access_lines_as_the_routes_
     counted = await _searches_counted(gateway)
     assert counted.get("200", 0) - counted_before.get("200", 0) == 2
     logs = suite.data_dir / "logs"
-    line = _access_line(logs / "gateway.log", "lane-ids-1")
+    line = access_line(logs / "gateway.log", "lane-ids-1")
     assert line is not None, "no access line for a request the lane served"
     assert (line["path"], line["status"], line["traceparent"]) == (
         "/v1/search",
@@ -113,7 +100,7 @@ async def test_the_lane_gives_ids_traces_metrics_and_access_lines_as_the_routes_
     )
     assert line["duration_ms"] > 0
     # The id went on to rag with the request.
-    rag_line = _access_line(logs / "rag.log", "lane-ids-1")
+    rag_line = access_line(logs / "rag.log", "lane-ids-1")
     assert rag_line is not None and rag_line["traceparent"].split("-")[1] == trace_id
 
 

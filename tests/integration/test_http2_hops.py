@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
-from pathlib import Path
-from typing import Any
 
 from services.cli.suite import Suite
 from services.common.context import request_id_var
 from services.common.embeddings_client import EmbeddingsClient
 from services.common.http_client import create_http2_client
+from tests.service_logs import lines_for
 
 
 async def test_rag_to_embedder_client_speaks_http2(suite: Suite) -> None:
@@ -58,22 +55,8 @@ async def test_request_id_and_trace_reach_the_next_service_and_its_logs(suite: S
         )
     assert response.status_code == 404
     assert response.json()["error"]["request_id"] == request_id
-    embedder_lines = _log_lines(suite.data_dir / "logs" / "embedder.log", request_id)
+    embedder_lines = lines_for(suite.data_dir / "logs" / "embedder.log", request_id)
     assert embedder_lines, "the embedder never saw the request id"
     access = [line for line in embedder_lines if line.get("event") == "http_request"]
     assert access and access[0]["path"] == "/v1/embeddings"
     assert access[0]["traceparent"].split("-")[1] == trace_id
-
-
-def _log_lines(path: Path, request_id: str, limit_s: float = 10.0) -> list[dict[str, Any]]:
-    """The log's lines for ``request_id`` once its access line is there (or at the deadline).
-
-    A service writes its access line after its answer went out, so the caller can hold the
-    answer before the line is written (seen in CI on a busy machine).
-    """
-    deadline = time.monotonic() + limit_s
-    while True:
-        lines = [json.loads(line) for line in path.read_text().splitlines() if request_id in line]
-        if any(line.get("event") == "http_request" for line in lines) or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)  # the services are other processes: blocking here stalls none
