@@ -26,7 +26,7 @@ from services.rag.serving import QueryService
 
 def create_app(settings: RagSettings | None = None) -> FastAPI:
     settings = settings or RagSettings()
-    # Short socket timeouts: the cache is optional, a slow Redis must not slow answers.
+    # Socket timeouts as the cache's own: the cache is optional, a hung Redis must not hang answers.
     redis = aioredis.Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.cache_timeout_s,

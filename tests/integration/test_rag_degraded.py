@@ -1,14 +1,15 @@
 """Degraded modes with each dependency really stopped (SIGKILL) and started again.
 
 This module runs its own suite and its own Redis so killing things disturbs no other test.
-LLM down: an extractive answer marked ``degraded: ["llm"]``; Redis down: uncached answers
-marked ``degraded: ["cache"]``; embedder or Milvus down: 503 with a clear code. After the
-dependency is back, rag recovers by itself (no restart).
+LLM down: an extractive answer marked ``degraded: ["llm"]``; Redis down or hung (SIGSTOP):
+uncached answers marked ``degraded: ["cache"]``; embedder or Milvus down: 503 with a clear
+code. After the dependency is back, rag recovers by itself (no restart).
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import time
 import uuid
@@ -67,6 +68,15 @@ class RedisServer:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+
+    def pause(self) -> None:
+        """Hangs the server: connections are still accepted by the kernel, nothing is answered."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +195,30 @@ async def test_redis_down_serves_uncached_then_recovers(
     finally:
         own_redis.start()
     await _eventually(lambda: rag.post("/v1/query", json=body), lambda r: "cache" not in r.json()["degraded"])
+    cached = await rag.post("/v1/query", json=body)
+    assert cached.json()["cached"] is True and cached.json()["degraded"] == []
+
+
+async def test_redis_hung_serves_uncached_then_recovers(
+    own_redis: RedisServer, rag: httpx.AsyncClient, collection: str
+) -> None:
+    """A Redis that accepts and never answers: each lookup waits out the cache timeout
+    until the breaker opens, and then none waits at all."""
+    body = _body(collection)
+    assert (await rag.post("/v1/query", json=body)).status_code == 200  # now in the cache
+    errors_before = await _metric(rag, 'quarry_rag_cache_lookups_total{result="error"}')
+    own_redis.pause()
+    try:
+        for _ in range(4):  # the third timeout opens the breaker; the fourth is refused by it
+            response = await rag.post("/v1/query", json=body)
+            assert response.status_code == 200, response.text
+            assert response.json()["cached"] is False
+            assert "cache" in response.json()["degraded"]
+        assert await _metric(rag, 'quarry_rag_cache_lookups_total{result="error"}') >= errors_before + 4
+        assert await _metric(rag, 'quarry_rag_circuit_open{dependency="redis"}') == 1
+    finally:
+        own_redis.resume()
+    await _eventually(lambda: rag.post("/v1/query", json=body), lambda r: r.json()["cached"] is True)
     cached = await rag.post("/v1/query", json=body)
     assert cached.json()["cached"] is True and cached.json()["degraded"] == []
 
