@@ -16,6 +16,13 @@ The clients are h2load's (``--client h2load``, the default when it is installed)
 Python client spends more CPU per request than the services it measures, and on a
 2-core machine that CPU is taken from them. ``--client python`` keeps the httpx clients
 of the figures before 2026-12-01.
+
+``--pin-rag CPUS`` (taskset's list form, e.g. ``0``) confines rag to those CPUs and the
+gateways and h2load to the others, in every round, rag alone included. Unpinned, all of
+them share the machine's cores, so on a small machine the ratio measures how the gateway's
+CPU is taken from rag's; pinned, rag has the same cores whether or not a gateway stands in
+front of it, as when the gateway runs on its own replicas, and the ratio measures whether
+the gateway keeps up with it.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,12 +41,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
 from bench import h2load
-from bench.proc_cpu import tree_cpu_s
+from bench.proc_cpu import parse_cpus, pin_tree, tree_cpu_s
 from bench.rounds import in_turn
 from ingest.config import IngestSettings
 from ingest.runner import ingest_path
@@ -79,7 +89,9 @@ async def _drive(url: str, key: str | None, seconds: float, concurrency: int) ->
     return latencies
 
 
-def _drive_h2load(url: str, key: str | None, seconds: float, concurrency: int) -> list[float]:
+def _drive_h2load(
+    url: str, key: str | None, seconds: float, concurrency: int, cpus: set[int] | None
+) -> list[float]:
     headers = {"content-type": "application/json"}
     if key:
         headers["authorization"] = f"Bearer {key}"
@@ -89,6 +101,7 @@ def _drive_h2load(url: str, key: str | None, seconds: float, concurrency: int) -
         headers=headers,
         connections=concurrency,
         seconds=seconds,
+        cpus=cpus,
     )
     if run.failed:
         raise RuntimeError(f"{run.failed} requests to {url} failed")
@@ -159,6 +172,24 @@ class _Target:
     latencies: list[float] = field(default_factory=list)
     rag_cpu_s: float = 0.0
     gateway_cpu_s: float = 0.0
+    cache_hits: float = 0.0
+    cache_lookups: float = 0.0
+
+
+def _cache_lookups(rag_url: str) -> tuple[float, float]:
+    """rag's answer-cache lookups so far: (hits, all), from its /metrics.
+
+    The bench is about cached answers; one that missed (a cache error under load opens the
+    cache's breaker, and then answers are generated) measures the llm instead, so every row
+    says what share of its lookups hit.
+    """
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{rag_url}/metrics").text):
+        if family.name == "quarry_rag_cache_lookups":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    counts[sample.labels["result"]] = sample.value
+    return counts.get("hit", 0.0), sum(counts.values())
 
 
 def _pid(child: Child) -> int:
@@ -174,12 +205,19 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--client", choices=("h2load", "python"), default=None)
     parser.add_argument("--baseline", metavar="REV", help="also run this commit's gateway, side by side")
+    parser.add_argument(
+        "--pin-rag", metavar="CPUS", help="rag on these CPUs, the gateways and h2load on the rest"
+    )
     args = parser.parse_args()
     client = args.client or ("h2load" if h2load.available() else "python")
+    rag_cpus = parse_cpus(args.pin_rag) if args.pin_rag else None
+    client_cpus = os.sched_getaffinity(0) - rag_cpus if rag_cpus else None
+    if rag_cpus is not None and (not client_cpus or client == "python"):
+        parser.error("--pin-rag needs h2load and leaves the gateways and h2load at least one other CPU")
 
     def drive(url: str, key: str | None) -> list[float]:
         if client == "h2load":
-            return _drive_h2load(url, key, args.seconds, args.concurrency)
+            return _drive_h2load(url, key, args.seconds, args.concurrency, client_cpus)
         return asyncio.run(_drive(url, key, args.seconds, args.concurrency))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,10 +246,20 @@ def main() -> None:
                     for round_ in range(args.rounds):
                         for target in in_turn(targets.values(), round_):
                             gateway = _pid(target.gateway) if target.gateway else None
+                            if rag_cpus is not None and client_cpus is not None:
+                                # Again each round: Granian may have started threads since.
+                                pin_tree(rag, rag_cpus)
+                                for other in targets.values():
+                                    if other.gateway:
+                                        pin_tree(_pid(other.gateway), client_cpus)
+                            hits_before, lookups_before = _cache_lookups(suite.url("rag"))
                             rag_before = tree_cpu_s(rag)
                             gateway_before = tree_cpu_s(gateway) if gateway else 0.0
                             target.latencies += drive(target.url, target.key)
                             target.rag_cpu_s += tree_cpu_s(rag) - rag_before
+                            hits, lookups = _cache_lookups(suite.url("rag"))
+                            target.cache_hits += hits - hits_before
+                            target.cache_lookups += lookups - lookups_before
                             if gateway:
                                 target.gateway_cpu_s += tree_cpu_s(gateway) - gateway_before
                 finally:
@@ -220,11 +268,21 @@ def main() -> None:
             suite.stop()
 
     duration = args.seconds * args.rounds
+    placement = f", rag on CPUs {args.pin_rag}, the rest on the others" if args.pin_rag else ""
     table = Table(
         title=f"cached /v1/query, {args.concurrency} HTTP/2 clients ({client}), "
-        f"{args.rounds}×{args.seconds:g} s each"
+        f"{args.rounds}×{args.seconds:g} s each{placement}"
     )
-    columns = ("target", "requests", "req/s", "p50 ms", "p99 ms", "rag CPU ms/req", "gateway CPU ms/req")
+    columns = (
+        "target",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "from cache",
+        "rag CPU ms/req",
+        "gateway CPU ms/req",
+    )
     for column in columns:
         table.add_column(column, justify="right")
     stats = {}
@@ -236,13 +294,15 @@ def main() -> None:
         stats[name] = (n / duration, p50, p99)
         gateway_cpu = f"{target.gateway_cpu_s * 1000 / n:.2f}" if target.gateway else ""
         rag_cpu = f"{target.rag_cpu_s * 1000 / n:.2f}"
-        table.add_row(name, str(n), f"{n / duration:,.0f}", f"{p50:.2f}", f"{p99:.2f}", rag_cpu, gateway_cpu)
+        cached = f"{100 * target.cache_hits / target.cache_lookups:.2f}%" if target.cache_lookups else ""
+        row = (name, str(n), f"{n / duration:,.0f}", f"{p50:.2f}", f"{p99:.2f}", cached, rag_cpu, gateway_cpu)
+        table.add_row(*row)
     rag_alone = stats["rag alone"]
     for name, (rps, p50, p99) in stats.items():
         if name != "rag alone":
             label = name.replace(" → rag", "") + " / rag"
             added = (f"+{p50 - rag_alone[1]:.2f}", f"+{p99 - rag_alone[2]:.2f}")
-            table.add_row(label, "", f"{rps / rag_alone[0]:.2f}×", *added, "", "")
+            table.add_row(label, "", f"{rps / rag_alone[0]:.2f}×", *added, "", "", "")
     Console(width=200).print(table)
 
 

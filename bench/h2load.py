@@ -7,6 +7,7 @@ thread drives every connection. Install it with ``apt-get install nghttp2-client
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -44,10 +45,12 @@ def run(
     seconds: float | None = None,
     requests: int | None = None,
     warm_up_s: float = 1.0,
+    cpus: set[int] | None = None,
 ) -> Run:
     """POSTs ``body`` to ``url`` over h2c from ``connections`` connections with ``streams`` each.
 
     Duration mode (``seconds``) or count mode (``requests``); every answer must be a 2xx.
+    ``cpus`` confines h2load to those CPUs (by default it runs where the scheduler puts it).
     """
     if not available():
         raise H2LoadMissing("h2load not found: apt-get install nghttp2-client")
@@ -63,7 +66,8 @@ def run(
             cmd += ["-D", f"{round(seconds * 1000)}ms", "--warm-up-time", f"{round(warm_up_s * 1000)}ms"]
         else:
             cmd += ["-n", str(requests)]
-        done = subprocess.run([*cmd, url], capture_output=True, text=True, check=False)
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
+        done = subprocess.run([*cmd, url], capture_output=True, text=True, check=False, preexec_fn=pin)
         out = done.stdout + done.stderr
         if "Application protocol: h2c" not in out:
             raise RuntimeError(f"h2load did not speak h2c:\n{out}")
