@@ -301,7 +301,7 @@ def main() -> None:
     for name, (rps, p50, p99) in stats.items():
         if name != "rag alone":
             label = name.replace(" → rag", "") + " / rag"
-            added = (f"+{p50 - rag_alone[1]:.2f}", f"+{p99 - rag_alone[2]:.2f}")
+            added = (f"{p50 - rag_alone[1]:+.2f}", f"{p99 - rag_alone[2]:+.2f}")
             table.add_row(label, "", f"{rps / rag_alone[0]:.2f}×", *added, "", "", "")
     Console(width=200).print(table)
 
