@@ -9,8 +9,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from services.common.context import current_request_id
+from services.common.disconnect import CLIENT_CLOSED_REQUEST
 from services.common.logs import get_logger
 
 _log = get_logger(__name__)
@@ -80,8 +83,16 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return exc.response()
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _client_left(_: Request, __: Exception) -> Response:
+    # The client stopped sending its body and left. Nobody reads this answer, but logs and
+    # metrics do: a 400 or a 500 there would report an error where the client just went away.
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI's 400 for a body cut off
+        return await _client_left(request, exc)
     code = _STATUS_CODES.get(exc.status_code, "error")
     return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
@@ -102,4 +113,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_left)
     app.add_exception_handler(Exception, _unhandled)

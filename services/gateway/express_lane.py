@@ -27,7 +27,7 @@ from limits import RateLimitItem
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 from slowapi import Limiter
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -196,7 +196,7 @@ class ExpressLane:
             return exc.response()
         if isinstance(exc, (RedisError, StoreUnavailable)):
             return store_down_response(self._breaker, exc)
-        if isinstance(exc, ClientDisconnected):
+        if isinstance(exc, (ClientDisconnected, ClientDisconnect)):  # gone, or gone mid-body
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         raise exc
 
