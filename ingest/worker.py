@@ -90,6 +90,9 @@ async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
     return {"documents": done}
 
 
+_DEQUEUE_WAIT_S = 1.0
+
+
 async def run_worker(settings: IngestSettings) -> None:
     queue = create_queue(settings)
     async with open_resources(settings) as res:
@@ -105,6 +108,9 @@ async def run_worker(settings: IngestSettings) -> None:
             [ingest_job],
             concurrency=settings.worker_concurrency,
             timers=timers,
+            # Redis answers an empty wait before redis-py's default 5 s socket timeout ends it:
+            # saq's default (wait forever) made every idle dequeue fail as "Redis unreachable".
+            dequeue_timeout=_DEQUEUE_WAIT_S,
         )
         worker.context["resources"] = res
         # Load the tokenizer before the first job, not inside it.
