@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from services.common.context import current_request_id
-from services.common.disconnect import CLIENT_CLOSED_REQUEST
+from services.common.disconnect import CLIENT_CLOSED_REQUEST, ClientDisconnected
 from services.common.logs import get_logger
 
 _log = get_logger(__name__)
@@ -84,8 +84,8 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _client_left(_: Request, __: Exception) -> Response:
-    # The client stopped sending its body and left. Nobody reads this answer, but logs and
-    # metrics do: a 400 or a 500 there would report an error where the client just went away.
+    # The client left, while sending its body or while its answer was made. Nobody reads this
+    # answer, but logs and metrics do: a 400 or a 500 there would report an error that wasn't.
     return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
@@ -114,4 +114,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_left)
+    app.add_exception_handler(ClientDisconnected, _client_left)
     app.add_exception_handler(Exception, _unhandled)

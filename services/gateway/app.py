@@ -7,14 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from slowapi.errors import RateLimitExceeded
 from starlette.types import Scope
 
-from services.common.disconnect import CLIENT_CLOSED_REQUEST, ClientDisconnected
 from services.common.health import ReadinessCheck
 from services.common.wiring import wire_service
 from services.gateway import lua_channel
@@ -45,10 +44,6 @@ _REDIS_TIMEOUT_S = 1.0
 
 async def _store_down(request: Request, exc: Exception) -> JSONResponse:
     return store_down_response(request.app.state.breaker, exc)
-
-
-async def _client_gone(_: Request, __: Exception) -> Response:
-    return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -151,5 +146,4 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_exception_handler(RateLimitExceeded, rate_limit_exceeded)
     app.add_exception_handler(RedisError, _store_down)
     app.add_exception_handler(StoreUnavailable, _store_down)
-    app.add_exception_handler(ClientDisconnected, _client_gone)
     return app

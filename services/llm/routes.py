@@ -6,7 +6,7 @@ import time
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from services.common.disconnect import CLIENT_CLOSED_REQUEST, ClientDisconnected, cancel_on_disconnect
+from services.common.disconnect import cancel_on_disconnect
 from services.llm.schemas import ChatCompletionRequest, ChatCompletionResponse, ModelCard, ModelList
 from services.llm.serving import ChatService
 from services.llm.sse import EventStreamResponse
@@ -23,14 +23,11 @@ async def get_chat(request: Request) -> ChatService:
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, chat: ChatService = Depends(get_chat)
 ) -> ChatCompletionResponse | Response:
-    try:
-        if body.stream:
-            # A client that leaves while queued gives its place up.
-            opened = await cancel_on_disconnect(request, chat.open_stream(body))
-            return EventStreamResponse(opened.events, opened.lease)
-        return await cancel_on_disconnect(request, chat.complete(body))
-    except ClientDisconnected:
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    # A client that leaves while queued gives its place up (499, from the error handlers).
+    if body.stream:
+        opened = await cancel_on_disconnect(request, chat.open_stream(body))
+        return EventStreamResponse(opened.events, opened.lease)
+    return await cancel_on_disconnect(request, chat.complete(body))
 
 
 @router.get("/v1/models", response_model=ModelList)

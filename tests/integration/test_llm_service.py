@@ -296,6 +296,8 @@ async def test_streaming_client_disconnect_stops_generation(llm_url: str) -> Non
 async def test_non_streaming_client_disconnect_stops_generation(llm_url: str) -> None:
     await _idle(llm_url)
     cancelled = await _metric(llm_url, "quarry_llm_requests_total", outcome="cancelled")
+    gone = {"route": "/v1/chat/completions", "status": "499"}
+    answered_gone = await _metric(llm_url, "quarry_http_requests_total", **gone)
     body = {"messages": COUNTING, "max_tokens": 64, "temperature": 0, "repetition_penalty": 1.0}
     async with create_http2_client(llm_url, timeout_s=120) as leaving:
         request = asyncio.create_task(leaving.post("/v1/chat/completions", json=body))
@@ -304,6 +306,8 @@ async def test_non_streaming_client_disconnect_stops_generation(llm_url: str) ->
         with pytest.raises(asyncio.CancelledError):
             await request
     await _until(llm_url, "quarry_llm_requests_total", cancelled + 1, outcome="cancelled")
+    # Logged and counted as the client leaving, not as an error.
+    await _until(llm_url, "quarry_http_requests_total", answered_gone + 1, **gone)
     await _idle(llm_url)
 
 
