@@ -82,6 +82,7 @@ class PatientQueue(RedisQueue):
                     pipe.lrem(self._active, 0, job_id)
                     pipe.zrem(self._incomplete, job_id)
                     await pipe.execute()
+                _log.info("sweeping_missing_job", job_id=job_id.decode("utf-8"))
                 continue
             if job.status == Status.QUEUED and job_id not in self._just_dequeued:
                 queued_now.add(job_id)
