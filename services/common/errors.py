@@ -103,10 +103,14 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(400 if code == "invalid_json" else 422, code, message)
 
 
-async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
-    # Never leak a stack trace or an internal address to the caller; the log has it.
+def unhandled_response(exc: BaseException) -> JSONResponse:
+    """A 500 for a fault of ours: logged with its stack trace, which never reaches the caller."""
     _log.error("unhandled_error", exc_info=exc)
     return error_response(500, "internal_error", "internal error")
+
+
+async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+    return unhandled_response(exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -26,6 +26,12 @@ HTTP_LATENCY = Histogram(
 HTTP_IN_FLIGHT = Gauge("quarry_http_requests_in_flight", "Requests being served now.", ["service"])
 
 
+def record_request(service: str, method: str, route: str, status: int, started: float) -> None:
+    """Counts a served request and its duration; ``route`` is a template, never a raw path."""
+    HTTP_REQUESTS.labels(service, method, route, str(status)).inc()
+    HTTP_LATENCY.labels(service, method, route).observe(time.perf_counter() - started)
+
+
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -52,9 +58,7 @@ class MetricsMiddleware:
             in_flight.dec()
             # The route template, not the raw path, keeps label cardinality bounded.
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"]
-            HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
-            HTTP_LATENCY.labels(self.service, method, route).observe(time.perf_counter() - start)
+            record_request(self.service, scope["method"], route, status, start)
 
 
 def metrics_router() -> APIRouter:

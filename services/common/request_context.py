@@ -19,6 +19,28 @@ from services.common.logs import get_logger
 _access_log = get_logger("quarry.access")
 
 
+def enter_request(given_id: str | None, given_trace: str | None) -> tuple[str, str]:
+    """The request's id and trace context, bound to its logs and to the calls it makes."""
+    request_id = clean_request_id(given_id)
+    traceparent = child_traceparent(given_trace)
+    request_id_var.set(request_id)
+    traceparent_var.set(traceparent)
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    return request_id, traceparent
+
+
+def log_access(method: str, path: str, status: int, started: float, traceparent: str) -> None:
+    """One access line per request; the raw path is fine in logs (not a metric label)."""
+    _access_log.info(
+        "http_request",
+        method=method,
+        path=path,
+        status=status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        traceparent=traceparent,
+    )
+
+
 class RequestContextMiddleware:
     """Accepts or makes ``X-Request-ID``, continues ``traceparent``, and binds both to logs."""
 
@@ -35,11 +57,7 @@ class RequestContextMiddleware:
                 given_id = value.decode("latin-1")
             elif name == b"traceparent":
                 given_trace = value.decode("latin-1")
-        request_id = clean_request_id(given_id)
-        traceparent = child_traceparent(given_trace)
-        request_id_var.set(request_id)
-        traceparent_var.set(traceparent)
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        request_id, traceparent = enter_request(given_id, given_trace)
         scope.setdefault("state", {})["request_id"] = request_id
 
         started = time.perf_counter()
@@ -57,12 +75,4 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            # One access line per request; the raw path is fine in logs (not a metric label).
-            _access_log.info(
-                "http_request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                traceparent=traceparent,
-            )
+            log_access(scope["method"], scope["path"], status, started, traceparent)

@@ -14,20 +14,29 @@ from typing import Literal
 from services.common.config import ServiceSettings
 
 ServerKind = Literal["granian", "hypercorn"]
+# asgi: the factory returns an ASGI app; rsgi: an RSGI one (``__rsgi__``), Granian only.
+Interface = Literal["asgi", "rsgi"]
 
 # Streams one client may keep open at once on one connection; rag fans out many.
 _MAX_CONCURRENT_STREAMS = 1000
 
 
-def serve(factory_target: str, settings: ServiceSettings, server: ServerKind = "granian") -> None:
+def serve(
+    factory_target: str,
+    settings: ServiceSettings,
+    server: ServerKind = "granian",
+    interface: Interface = "asgi",
+) -> None:
     """Block serving ``module:factory`` (called with no arguments; it reads its settings)."""
     if server == "granian":
-        _serve_granian(factory_target, settings)
-    else:
+        _serve_granian(factory_target, settings, interface)
+    elif interface == "asgi":
         _serve_hypercorn(factory_target, settings)
+    else:
+        raise ValueError("only Granian serves RSGI apps")
 
 
-def _serve_granian(factory_target: str, settings: ServiceSettings) -> None:
+def _serve_granian(factory_target: str, settings: ServiceSettings, interface: Interface) -> None:
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP2Settings
@@ -37,7 +46,7 @@ def _serve_granian(factory_target: str, settings: ServiceSettings) -> None:
         factory=True,
         address=settings.host,
         port=settings.port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI if interface == "rsgi" else Interfaces.ASGI,
         http=HTTPModes.auto,
         workers=settings.workers,
         http2_settings=HTTP2Settings(max_concurrent_streams=_MAX_CONCURRENT_STREAMS),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
@@ -46,7 +47,43 @@ async def _store_down(request: Request, exc: Exception) -> JSONResponse:
     return store_down_response(request.app.state.breaker, exc)
 
 
+def _cors_options(settings: GatewaySettings) -> dict[str, Any]:
+    return {
+        "allow_origins": settings.cors_origins,
+        "allow_methods": ["GET", "POST", "DELETE"],
+        "allow_headers": ["authorization", "content-type", "x-request-id", "traceparent"],
+        "expose_headers": [
+            "x-request-id",
+            "retry-after",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+            "x-quarry-degraded",
+        ],
+    }
+
+
+def create_server(settings: GatewaySettings | None = None) -> ExpressLane:
+    """The gateway as Granian serves it (RSGI): the express lane in front of the app."""
+    settings = settings or GatewaySettings()
+    app = create_app(settings)
+    state = app.state
+    cors = CORSMiddleware(app, **_cors_options(settings)) if settings.cors_origins else None
+    return ExpressLane(
+        app,
+        gatekeeper=state.gatekeeper,
+        limiter=state.limiter,
+        identifiers=window_identifiers(state.limiter),
+        breaker=state.breaker,
+        metering=state.metering,
+        rag=state.rag,
+        max_body_bytes=settings.max_body_bytes,
+        cors=cors,
+    )
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """The gateway's FastAPI app: every route, served alone or behind ``create_server``'s lane."""
     settings = settings or GatewaySettings()
     fail_open = settings.redis_failure_policy == "open"
     redis = aioredis.Redis.from_url(settings.redis_url, **redis_options(_REDIS_TIMEOUT_S, asyncio=True))  # type: ignore[arg-type]
@@ -113,36 +150,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         upload = scope["method"] == "POST" and _UPLOAD_PATH.match(scope["path"])
         return settings.max_upload_bytes if upload else settings.max_body_bytes
 
-    # Innermost, so the body limit, metrics and request ids apply to its requests too.
-    app.add_middleware(
-        ExpressLane,
-        gatekeeper=gatekeeper,
-        limiter=limiter,
-        identifiers=identifiers,
-        breaker=breaker,
-        metering=metering,
-        rag=rag,
-    )
     # Added before wire_service so the request-id middleware wraps it: a rejected
     # body still gets an id in its error.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, limit_for=body_limit)
     wire_service(app, service="gateway", settings=settings, readiness=readiness)
     if settings.cors_origins:
         # Outermost, so preflights and error answers alike carry the CORS headers.
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["authorization", "content-type", "x-request-id", "traceparent"],
-            expose_headers=[
-                "x-request-id",
-                "retry-after",
-                "x-ratelimit-limit",
-                "x-ratelimit-remaining",
-                "x-ratelimit-reset",
-                "x-quarry-degraded",
-            ],
-        )
+        app.add_middleware(CORSMiddleware, **_cors_options(settings))
     app.add_exception_handler(RateLimitExceeded, rate_limit_exceeded)
     app.add_exception_handler(RedisError, _store_down)
     app.add_exception_handler(StoreUnavailable, _store_down)

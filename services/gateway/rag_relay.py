@@ -7,13 +7,15 @@ so both ways in answer alike.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.common.disconnect import cancel_on_disconnect
+from services.common.disconnect import cancel_when, disconnected
 from services.common.errors import APIError
 from services.gateway.auth import check_collection
 from services.gateway.keys import ApiKey
@@ -22,20 +24,43 @@ from services.gateway.quota import Metering
 from services.gateway.usage import DoneEventTap, tokens_in_body
 
 DEGRADED_HEADER = "x-quarry-degraded"
+_JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A ``/v1/query`` or ``/v1/search`` request as the relay needs it, from either way in."""
+
+    body: bytes
+    payload: dict[str, Any]
+    gone: Callable[[], Coroutine[Any, Any, None]]  # a watch that ends when the client has left
+
+    @property
+    def collection(self) -> str:
+        return collection_of(self.payload)
+
+
+async def incoming(request: Request) -> Incoming:
+    """What a FastAPI route received, for the relay."""
+    body, payload = await json_object(request)
+    return Incoming(body, payload, lambda: disconnected(request))
 
 
 async def json_object(request: Request) -> tuple[bytes, dict[str, Any]]:
     """The request body, raw and parsed; 400/422 unless it is one JSON object."""
     body = await request.body()
+    return body, parse_json_object(body)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """``body`` parsed; 400/422 unless it is one JSON object (orjson: a fifth of json's time)."""
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:  # bad UTF-8 and nesting past 1,024 levels included
         raise APIError(400, "invalid_json", "request body is not valid JSON") from exc
-    except RecursionError as exc:  # thousands of nested brackets: refuse, don't crash
-        raise APIError(400, "invalid_json", "request body is nested too deeply") from exc
     if not isinstance(payload, dict):
         raise APIError(422, "invalid_request", "request body must be a JSON object")
-    return body, payload
+    return payload
 
 
 def collection_of(payload: dict[str, Any]) -> str:
@@ -55,7 +80,7 @@ def finish(response: Response, key: ApiKey, degraded: list[str], tokens_left: in
 
 
 async def relay_query(
-    request: Request,
+    request: Incoming,
     key: ApiKey,
     *,
     degraded: list[str],
@@ -63,11 +88,10 @@ async def relay_query(
     metering: Metering,
     rag: Upstream,
 ) -> Response:
-    body, payload = await json_object(request)
-    check_collection(key, collection_of(payload))
+    check_collection(key, request.collection)
     tokens_left = await metering.remaining(key, degraded, tokens_used)
-    reply = await cancel_on_disconnect(
-        request, rag.send("POST", "/v1/query", body=body, content_type="application/json")
+    reply = await cancel_when(
+        request.gone, rag.send("POST", "/v1/query", body=request.body, content_type=_JSON)
     )
     return await query_response(reply, key, degraded, tokens_left, metering)
 
@@ -88,10 +112,9 @@ async def query_response(
     return finish(reply.to_response(on_chunk=tap.feed, on_end=record), key, degraded, tokens_left)
 
 
-async def relay_search(request: Request, key: ApiKey, *, degraded: list[str], rag: Upstream) -> Response:
-    body, payload = await json_object(request)
-    check_collection(key, collection_of(payload))
-    reply = await cancel_on_disconnect(
-        request, rag.send("POST", "/v1/search", body=body, content_type="application/json")
+async def relay_search(request: Incoming, key: ApiKey, *, degraded: list[str], rag: Upstream) -> Response:
+    check_collection(key, request.collection)
+    reply = await cancel_when(
+        request.gone, rag.send("POST", "/v1/search", body=request.body, content_type=_JSON)
     )
     return finish(reply.to_response(), key, degraded)

@@ -13,7 +13,7 @@ from services.gateway.auth import check_collection, require_scope
 from services.gateway.keys import ApiKey, KeyStore
 from services.gateway.openapi import scoped
 from services.gateway.proxy import Reply, Upstream
-from services.gateway.rag_relay import finish, json_object, relay_query, relay_search
+from services.gateway.rag_relay import finish, incoming, json_object, relay_query, relay_search
 from services.gateway.ratelimit import SHARED_SCOPE, per_key_limit
 from services.gateway.schemas import KeyCreate, KeyCreated, KeyInfo
 
@@ -56,7 +56,7 @@ def build_router(limiter: Limiter) -> APIRouter:
     @limit
     async def query(request: Request, key: ApiKey = Depends(require_scope("query"))) -> Response:
         return await relay_query(
-            request,
+            await incoming(request),
             key,
             degraded=request.state.degraded,
             tokens_used=request.state.tokens_used,
@@ -72,7 +72,9 @@ def build_router(limiter: Limiter) -> APIRouter:
     )
     @limit
     async def search(request: Request, key: ApiKey = Depends(require_scope("query"))) -> Response:
-        return await relay_search(request, key, degraded=request.state.degraded, rag=request.app.state.rag)
+        return await relay_search(
+            await incoming(request), key, degraded=request.state.degraded, rag=request.app.state.rag
+        )
 
     @limit
     async def ingest(request: Request, key: ApiKey = Depends(require_scope("ingest"))) -> Response:

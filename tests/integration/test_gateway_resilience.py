@@ -331,13 +331,33 @@ async def _until(rig: Rig, field: str, above: int, tries: int = 150) -> int:
 
 # The gateway's upstream channel resets (RST_STREAM) a stream its client abandoned; Granian
 # delivers that reset to the upstream handler as a disconnect, so the upstream work stops too.
-async def test_client_disconnect_cancels_the_upstream_call(rig: Rig) -> None:
+async def _key_for(rig: Rig, way: str) -> str:
+    """A key whose next query takes ``way``: the FastAPI routes (a key this gateway has not
+    seen), or the express lane sending it ahead (two answers here showed room in its window)."""
     key = await _key(rig)
+    if way == "lane":
+        for _ in range(2):
+            assert (await _search(rig.closed, key)).status_code == 200
+    return key
+
+
+async def _lane_ahead_count(rig: Rig) -> float:
+    async with httpx.AsyncClient(base_url=rig.closed, timeout=30) as client:
+        metrics = (await client.get("/metrics")).text
+    line = 'quarry_gateway_express_requests_total{ahead="true",route="/v1/query"} '
+    return sum(float(row.removeprefix(line)) for row in metrics.splitlines() if row.startswith(line))
+
+
+@pytest.mark.parametrize("way", ["routes", "lane"])
+async def test_client_disconnect_cancels_the_upstream_call(rig: Rig, way: str) -> None:
+    key = await _key_for(rig, way)
+    ahead_before = await _lane_ahead_count(rig)
     before = int((await _stats(rig))["cancelled"])
     async with httpx.AsyncClient(base_url=rig.closed, timeout=1.0) as client:
         with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
             await client.post("/v1/query", json={"question": "stall"}, headers=_auth(key))
     assert await _until(rig, "cancelled", before, tries=30) == before + 1
+    assert await _lane_ahead_count(rig) - ahead_before == (1 if way == "lane" else 0)
 
 
 async def _read_stream(rig: Rig, key: str, *, release_after_first: bool) -> bytes:
@@ -362,10 +382,14 @@ async def _read_stream(rig: Rig, key: str, *, release_after_first: bool) -> byte
     return received
 
 
-async def test_sse_is_relayed_unbuffered_and_its_tokens_counted(rig: Rig) -> None:
+@pytest.mark.parametrize("way", ["routes", "lane"])
+async def test_sse_is_relayed_unbuffered_and_its_tokens_counted(rig: Rig, way: str) -> None:
     client = aioredis.Redis.from_url(rig.redis_url)
     try:
         key, stored = await KeyStore(client).create("sse", {"query"}, None, "100/minute", 1000)
+        if way == "lane":
+            for _ in range(2):
+                assert (await _search(rig.closed, key)).status_code == 200
         whole = await asyncio.wait_for(_read_stream(rig, key, release_after_first=True), 20)
         assert whole.index(b"event: sources") < whole.index(b"event: done")
         # The upstream's done event says 5 tokens; the gateway read them off the stream.
@@ -374,11 +398,14 @@ async def test_sse_is_relayed_unbuffered_and_its_tokens_counted(rig: Rig) -> Non
         await client.aclose()
 
 
-async def test_a_client_leaving_a_stream_cuts_the_upstream_stream(rig: Rig) -> None:
-    key = await _key(rig)
+@pytest.mark.parametrize("way", ["routes", "lane"])
+async def test_a_client_leaving_a_stream_cuts_the_upstream_stream(rig: Rig, way: str) -> None:
+    key = await _key_for(rig, way)
+    ahead_before = await _lane_ahead_count(rig)
     cut_before = int((await _stats(rig))["streams_cut"])
     await asyncio.wait_for(_read_stream(rig, key, release_after_first=False), 20)
     assert await _until(rig, "streams_cut", cut_before, tries=30) == cut_before + 1
+    assert await _lane_ahead_count(rig) - ahead_before == (1 if way == "lane" else 0)
     async with httpx.AsyncClient(base_url=rig.upstream) as upstream:
         await upstream.post("/release")
 
