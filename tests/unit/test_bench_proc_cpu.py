@@ -8,9 +8,11 @@ import pytest
 
 from bench.proc_cpu import parse_cpus, pin_tree, tree_cpu_s
 
-# A parent that starts a child, and a thread in each, all sleeping until killed.
+# A parent that starts a child, and a thread in each, all sleeping until killed. The child
+# spins a while first: an interpreter's start alone can stay under one clock tick of CPU
+# (seen: 0.0 s), and the test reads the child's CPU as a sign that it was counted.
 _CHILD = (
-    "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start();"
+    "import threading, time; sum(range(3 * 10**6)); threading.Thread(target=time.sleep, args=(60,)).start();"
     " print('up', flush=True); time.sleep(60)"
 )
 _TREE = f"""
