@@ -1,7 +1,8 @@
 """Serve a service's app factory over HTTP/2 cleartext (and HTTP/1.1 on the same port).
 
 Granian is the default (see docs/architecture.md for the measurement);
-Hypercorn stays selectable for platforms where Granian has no wheel.
+Hypercorn stays selectable for platforms where Granian has no wheel (ASGI factories only: the
+gateway's RSGI front, its express lane, needs Granian).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def serve(
     elif interface == "asgi":
         _serve_hypercorn(factory_target, settings)
     else:
-        raise ValueError("only Granian serves RSGI apps")
+        # The gateway's create_app is ASGI: Hypercorn can serve it, without the express lane.
+        raise ValueError(f"Hypercorn serves ASGI factories only, not {factory_target}")
 
 
 def _serve_granian(factory_target: str, settings: ServiceSettings, interface: Interface) -> None:
