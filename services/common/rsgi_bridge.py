@@ -156,16 +156,21 @@ class _Exchange:
             # exchange alive in a reference cycle (its Request), so let go of it now.
             self._stream = None
 
-    def _left(self) -> asyncio.Future[None]:
+    def _gone_future(self) -> asyncio.Future[None]:
         """Done once the client has left: Granian says so, or a write found it gone."""
         if self._gone is None:
             self._gone = asyncio.get_running_loop().create_future()
-            self._watch = asyncio.ensure_future(self._protocol.client_disconnect())
-            self._watch.add_done_callback(lambda _: self._left_now())
         return self._gone
 
+    def _left(self) -> asyncio.Future[None]:
+        """``_gone_future``, with Granian's watch started for it."""
+        if self._watch is None:
+            self._watch = asyncio.ensure_future(self._protocol.client_disconnect())
+            self._watch.add_done_callback(lambda _: self._left_now())
+        return self._gone_future()
+
     def _left_now(self) -> None:
-        gone = self._left()
+        gone = self._gone_future()
         if not gone.done():
             gone.set_result(None)
 

@@ -6,11 +6,16 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.common.errors import error_response
+from services.common.errors import APIError
 
 
 class BodyTooLarge(Exception):
     pass
+
+
+def payload_too_large(max_bytes: int) -> APIError:
+    """The 413 for a body over ``max_bytes``, wherever it is refused."""
+    return APIError(413, "payload_too_large", f"request body exceeds {max_bytes} bytes")
 
 
 class BodyLimitMiddleware:
@@ -54,5 +59,4 @@ class BodyLimitMiddleware:
                 await self._reject(scope, receive, send, max_bytes)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
-        response = error_response(413, "payload_too_large", f"request body exceeds {max_bytes} bytes")
-        await response(scope, receive, send)
+        await payload_too_large(max_bytes).response()(scope, receive, send)

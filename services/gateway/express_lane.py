@@ -3,8 +3,8 @@
 Almost every request the gateway serves is one of these two, from a key it has seen. The
 gateway is served on Granian's RSGI interface with the lane in front: its requests never
 become ASGI messages and never pass FastAPI's routing, dependency solving, middlewares or
-slowapi's decorator. Side by side with the lane as an ASGI middleware, that halved the
-gateway's own CPU per request (docs/benchmarks.md, "Gateway").
+slowapi's decorator. Side by side with the lane as an ASGI middleware, that cut the
+gateway's own CPU per request by 14-24% (docs/benchmarks.md, "Gateway", sixth session).
 
 The lane skips that machinery, not its rules. The same ``Gatekeeper`` admits the key in its
 one Redis trip, limits' moving window decides on the count that trip made, slowapi writes
@@ -45,6 +45,7 @@ from services.common.metrics import HTTP_IN_FLIGHT, record_request
 from services.common.request_context import enter_request, log_access
 from services.common.rsgi_bridge import RSGIBridge
 from services.gateway.auth import DEGRADED_WITHOUT_REDIS, Gatekeeper, Pass, bearer_token, check_collection
+from services.gateway.body_limit import payload_too_large
 from services.gateway.keys import ApiKey
 from services.gateway.proxy import Reply, Upstream
 from services.gateway.quota import Metering
@@ -165,7 +166,9 @@ class ExpressLane:
         EXPRESS_REQUESTS.labels(request.route, "true" if ahead else "false").inc()
         try:
             body = await self._read_body(request, protocol)
-            incoming = Incoming(body, parse_json_object(body), protocol.client_disconnect)
+            incoming = Incoming(
+                body, parse_json_object(body), protocol.client_disconnect, watch_after_s=_WATCH_AFTER_S
+            )
             if ahead:
                 return await self._serve_ahead(request, incoming)
             return await self._serve(request, incoming)
@@ -183,9 +186,7 @@ class ExpressLane:
             async for chunk in protocol:
                 received += chunk
                 if len(received) > self._max_body_bytes:
-                    raise APIError(
-                        413, "payload_too_large", f"request body exceeds {self._max_body_bytes} bytes"
-                    )
+                    raise payload_too_large(self._max_body_bytes)
             return bytes(received)
         except (ProtocolClosed, ProtocolError) as exc:
             raise ClientDisconnected from exc
@@ -235,7 +236,7 @@ class ExpressLane:
             raise
         if ahead is None:  # allowed now, though not by the record the request was sent on
             ahead = asyncio.ensure_future(sent)
-        reply = await cancel_when(incoming.gone, ahead, watch_after_s=_WATCH_AFTER_S)
+        reply = await cancel_when(incoming.gone, ahead, watch_after_s=incoming.watch_after_s)
         if request.route == "/v1/query":
             response = await query_response(reply, passed.key, degraded, tokens_left, self._metering)
         else:

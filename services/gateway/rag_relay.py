@@ -34,6 +34,8 @@ class Incoming:
     body: bytes
     payload: dict[str, Any]
     gone: Callable[[], Coroutine[Any, Any, None]]  # a watch that ends when the client has left
+    # The watch starts once rag has taken this long (see cancel_when); 0: at once.
+    watch_after_s: float = 0.0
 
     @property
     def collection(self) -> str:
@@ -90,9 +92,8 @@ async def relay_query(
 ) -> Response:
     check_collection(key, request.collection)
     tokens_left = await metering.remaining(key, degraded, tokens_used)
-    reply = await cancel_when(
-        request.gone, rag.send("POST", "/v1/query", body=request.body, content_type=_JSON)
-    )
+    sent = rag.send("POST", "/v1/query", body=request.body, content_type=_JSON)
+    reply = await cancel_when(request.gone, sent, watch_after_s=request.watch_after_s)
     return await query_response(reply, key, degraded, tokens_left, metering)
 
 
@@ -114,7 +115,6 @@ async def query_response(
 
 async def relay_search(request: Incoming, key: ApiKey, *, degraded: list[str], rag: Upstream) -> Response:
     check_collection(key, request.collection)
-    reply = await cancel_when(
-        request.gone, rag.send("POST", "/v1/search", body=request.body, content_type=_JSON)
-    )
+    sent = rag.send("POST", "/v1/search", body=request.body, content_type=_JSON)
+    reply = await cancel_when(request.gone, sent, watch_after_s=request.watch_after_s)
     return finish(reply.to_response(), key, degraded)
