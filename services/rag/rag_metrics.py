@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from services.rag.answer.grounding import Draft
 
 _FAST_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -35,24 +38,54 @@ CIRCUIT_OPEN = Gauge(
 )
 SAFETY_FLAGS = Counter(
     "quarry_rag_safety_flags_total",
-    "Safety findings: injection patterns in questions, redactions and low groundedness in answers.",
+    "Safety findings: injection patterns in questions, redactions, and answers with an unsupported "
+    "sentence shown (ungrounded).",
     ["flag"],
 )
-GROUNDEDNESS = Histogram(
-    "quarry_rag_answer_groundedness",
-    "Share of an answer's content words found in its sources.",
+SUPPORTED_SHARE = Histogram(
+    "quarry_rag_answer_supported_share",
+    "Share of an answer's shown sentences that a source sentence supports.",
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 )
-TOP1_RECENT = Gauge("quarry_rag_top1_score_recent", "Rolling mean of the top-1 retrieval score.")
-TOP1_BASELINE = Gauge("quarry_rag_top1_score_baseline", "Long-run (slow EWMA) mean of the top-1 score.")
+ANSWERS = Counter(
+    "quarry_rag_answers_total",
+    "Answers by what wrote them: llm (verified), extractive (quoted), none (abstained).",
+    ["answered_by"],
+)
+SENTENCES = Counter(
+    "quarry_rag_generated_sentences_total",
+    "Generated sentences checked against the sources, by verdict: supported or unsupported.",
+    ["verdict"],
+)
+TOP1_RECENT = Gauge(
+    "quarry_rag_top1_score_recent", "Rolling mean of the best passage's raw cosine relevance."
+)
+TOP1_BASELINE = Gauge(
+    "quarry_rag_top1_score_baseline", "Long-run (slow EWMA) mean of the best passage's raw relevance."
+)
 TOP1_DRIFT = Gauge(
     "quarry_rag_retrieval_drift_ratio",
-    "(recent - baseline) / baseline of the top-1 score; strongly negative means retrieval got worse.",
+    "(recent - baseline) / baseline of the raw top-1 relevance; strongly negative means questions "
+    "moved away from the documents, or retrieval got worse.",
 )
+
+
+def record_answer(
+    draft: Draft, share: float, grounded: bool, redacted: list[str], degraded: list[str]
+) -> None:
+    ANSWERS.labels(draft.answered_by).inc()
+    for verdict in draft.checked:
+        SENTENCES.labels("supported" if verdict.supported else "unsupported").inc()
+    if draft.shown:
+        SUPPORTED_SHARE.observe(share)
+    for flag in [*(f"redacted:{kind}" for kind in redacted), *([] if grounded else ["ungrounded"])]:
+        SAFETY_FLAGS.labels(flag).inc()
+    for cause in degraded:
+        DEGRADED_ANSWERS.labels(cause).inc()
 
 
 class DriftTracker:
-    """Rolling mean of recent top-1 scores against a slow exponential baseline.
+    """Rolling mean of recent raw top-1 relevance against a slow exponential baseline.
 
     The baseline starts from the first full window, so drift reads 0 until there is
     something to compare with; afterwards it follows the recent mean slowly (``alpha``).

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
+from services.rag.retrieval.search import SearchService
 from services.rag.schemas import QueryRequest, QueryResponse, SearchRequest, SearchResponse
-from services.rag.search import SearchService
 from services.rag.serving import QueryService
 
 router = APIRouter()

@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from services.common.vector_schema import COLLECTION_NAME_PATTERN
-from services.rag.filters import MAX_FIELDS, MAX_IN_VALUES, compile_filters
+from services.rag.retrieval.filters import MAX_FIELDS, MAX_IN_VALUES, compile_filters
 
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
 Number = StrictInt | StrictFloat
@@ -70,6 +70,16 @@ class QueryRequest(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     filters: SearchFilters | None = None
     stream: bool = False  # true: server-sent events (sources, token..., done)
+    answer_mode: Literal["auto", "generate", "extractive"] | None = Field(
+        default=None,
+        description="auto: generate when the LLM is up, else extract; generate: the LLM, verified; "
+        "extractive: source sentences verbatim, no LLM. Default: the service's setting.",
+    )
+    unsupported: Literal["remove", "mark"] | None = Field(
+        default=None,
+        description="Generated sentences no source supports: removed (then extract or abstain), or kept "
+        "and marked supported=false. Default: the service's setting.",
+    )
 
 
 class Citation(BaseModel):
@@ -78,8 +88,19 @@ class Citation(BaseModel):
     chunk_id: str
     title: str
     source: str
-    score: float
+    score: float = Field(description="The ranking score (hybrid: fused, rescaled so the best hit is 1.0).")
+    relevance: float | None = Field(
+        default=None, description="Raw cosine similarity of question and passage (null: not dense-ranked)."
+    )
     text: str
+
+
+class AnswerSentence(BaseModel):
+    text: str = Field(description="The sentence as shown in `answer`, without its markers.")
+    citations: list[int] = Field(description="Numbers of the sources it cites (`n` of `citations`).")
+    supported: bool = Field(description="A source sentence says it (meaning and every specific).")
+    support_score: float = Field(description="Cosine to the closest source sentence it was checked against.")
+    evidence: str | None = Field(default=None, description="That source sentence, verbatim.")
 
 
 class Usage(BaseModel):
@@ -91,8 +112,11 @@ class Usage(BaseModel):
 class Safety(BaseModel):
     injection: list[str] = Field(default_factory=list, description="Injection patterns in the question.")
     redacted: list[str] = Field(default_factory=list, description="Kinds of PII masked in the answer.")
-    groundedness: float = Field(1.0, description="Share of the answer's content words found in its sources.")
-    grounded: bool = True
+    supported_share: float = Field(1.0, description="Share of the shown sentences that a source supports.")
+    grounded: bool = Field(True, description="Every sentence shown is supported by the source it cites.")
+    removed_sentences: int = Field(
+        0, description="Generated sentences removed because nothing supported them."
+    )
 
 
 class QueryResponse(BaseModel):
@@ -103,8 +127,11 @@ class QueryResponse(BaseModel):
     cached: bool
     degraded: list[str]
     request_id: str
-    # How citations were chosen: "marker" ([n] in the answer), "overlap" (lexical fallback), "none".
-    attribution: str = "marker"
+    answerable: bool = Field(True, description="false: the documents don't answer this; nothing was made up.")
+    answered_by: Literal["llm", "extractive", "none"] = Field(
+        "llm", description="What wrote the shown sentences: the LLM (verified), source quotes, or neither."
+    )
+    answer_sentences: list[AnswerSentence] = Field(default_factory=list)
     safety: Safety = Field(default_factory=Safety)
 
 
@@ -126,7 +153,11 @@ class SearchHit(BaseModel):
     source: str
     text: str
     metadata: dict[str, Any]
-    score: float
+    score: float = Field(description="The ranking score (hybrid: fused, rescaled so the best hit is 1.0).")
+    relevance: float | None = Field(
+        default=None, description="Raw cosine similarity of query and passage (null: not dense-ranked)."
+    )
+    bm25: float | None = Field(default=None, description="Raw BM25 score (null: not BM25-ranked).")
 
 
 class SearchResponse(BaseModel):

@@ -1,12 +1,15 @@
-"""The query path: cache → embed → retrieve → generate → safety and citations.
+"""The query path: cache → embed → retrieve → answer (generate and verify, or extract) → safety.
 
 Hard dependencies (embedder, Milvus) down mean 503; soft ones degrade the answer and
-say so in ``degraded``: without the LLM the answer is extracted from the top passages,
-without Redis it is served uncached.
+say so in ``degraded``: without the LLM the answer is quoted from the sources, without
+Redis it is served uncached. Whatever writes the answer, a sentence is shown only when a
+source sentence supports it (``services.rag.answer.verification``), and when nothing
+relevant is found the answer says so (``answerable: false``) instead of making one up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,37 +20,55 @@ from purgatory import AsyncCircuitBreakerFactory
 from services.common.context import current_request_id
 from services.common.errors import APIError
 from services.common.logs import get_logger
+from services.common.sentences import closed_length
 from services.rag import rag_metrics
-from services.rag.attribution import attribute
+from services.rag.answer.grounding import (
+    NO_ANSWER,
+    Draft,
+    Evidence,
+    Grounding,
+    Unsupported,
+    as_vector,
+    relevance,
+)
+from services.rag.answer.llm_client import ChatClient, ChatStream, Completion, GenerationUnavailable
+from services.rag.answer.prompt import PROMPT_VERSION, build_messages, select_sources
+from services.rag.answer.safety import injection_flags, redact
+from services.rag.answer.streaming import sse_event
+from services.rag.answer.verification import Verdict, claims
 from services.rag.cache import AnswerCache, CacheUnavailable, Lookup
 from services.rag.config import RagSettings
-from services.rag.extractive import extractive_answer
-from services.rag.guarded_retrieval import GuardedRetrieval
-from services.rag.llm_client import ChatClient, GenerationUnavailable
-from services.rag.prompt import PROMPT_VERSION, build_messages, select_sources
 from services.rag.resilience import DependencyUnavailable, GuardPolicy, named_guard
-from services.rag.retriever import Hit
-from services.rag.safety import groundedness, injection_flags, redact
-from services.rag.schemas import Citation, QueryRequest, QueryResponse, Safety, Usage, filter_expression
-from services.rag.streaming import StreamRedactor, sse_event
+from services.rag.retrieval.guarded import GuardedRetrieval
+from services.rag.retrieval.retriever import Hit
+from services.rag.schemas import (
+    AnswerSentence,
+    Citation,
+    QueryRequest,
+    QueryResponse,
+    Safety,
+    Usage,
+    filter_expression,
+)
 
 _log = get_logger(__name__)
-NO_SOURCES_ANSWER = "I found no documents in this collection that answer the question."
-# Cached answers are replayed in pieces of this many characters on a stream.
-_REPLAY_CHUNK = 48
 
 
 @dataclass
 class _Query:
-    """What the stages before generation found out about one request."""
+    """What the stages before answering found out about one request."""
 
     request: QueryRequest
     started: float
     injection: list[str]
+    mode: str
+    unsupported: Unsupported
     timings: dict[str, float] = field(default_factory=dict)
     degraded: list[str] = field(default_factory=list)
     cache: Lookup | None = None  # None: the cache was unavailable
     sources: list[Hit] = field(default_factory=list)
+    vector: list[float] = field(default_factory=list)
+    relevant: bool = False
 
     @property
     def cached(self) -> dict[str, Any] | None:
@@ -63,19 +84,24 @@ class QueryService:
         retrieval: GuardedRetrieval,
         chat: ChatClient,
         breakers: AsyncCircuitBreakerFactory,
+        grounding: Grounding,
     ) -> None:
         self.settings = settings
         self.cache = cache
         self.retrieval = retrieval
         self.chat = chat
+        self.grounding = grounding
         s = settings
         self._cache_guard = named_guard(breakers, "redis", GuardPolicy(s.cache_timeout_s), CacheUnavailable)
         self._llm_guard = named_guard(breakers, "llm", GuardPolicy(s.llm_timeout_s), GenerationUnavailable)
         self._drift = rag_metrics.DriftTracker()
 
-    def _cache_settings(self, request: QueryRequest) -> dict[str, Any]:
+    def _cache_settings(self, query: _Query) -> dict[str, Any]:
         """Everything besides the question and collection that changes the answer."""
+        request = query.request
         retrieval = self.retrieval.retriever.config
+        verify = self.grounding.verify_policy
+        extract = self.grounding.extract_policy
         return {
             "top_k": request.top_k or self.settings.default_top_k,
             "max_tokens": request.max_tokens or self.settings.default_max_tokens,
@@ -93,10 +119,15 @@ class QueryService:
             ],
             "context_tokens": self.settings.max_context_tokens,
             "prompt": PROMPT_VERSION,
-            "answer_rules": [
+            "answer": [
+                query.mode,
+                query.unsupported,
+                verify.min_similarity,
+                verify.min_coverage,
+                self.settings.min_relevance,
+                extract.min_relevance,
+                extract.margin,
                 self.settings.redact_pii,
-                self.settings.groundedness_threshold,
-                self.settings.attribution_min_overlap,
             ],
         }
 
@@ -104,33 +135,65 @@ class QueryService:
         query = await self._prepare(request)
         if query.cached is not None:
             return self._from_cache(query)
-        mark = time.perf_counter()
-        usage = Usage()
-        if not query.sources:
-            text = NO_SOURCES_ANSWER
-        else:
-            messages, max_tokens = self._prompt(query)
-            try:
-                completion = await self._llm_guard.call(
-                    lambda: self.chat.complete(messages, max_tokens, request.temperature), idempotent=False
-                )
-                text = completion.text.strip()
-                usage = _usage(completion.prompt_tokens, completion.completion_tokens)
-            except DependencyUnavailable as exc:
-                text = self._degrade_llm(query, exc)
-        query.timings["generate"] = _ms(mark)
-        redaction = redact(text) if self.settings.redact_pii else None
-        answer = redaction.text if redaction else text
-        response = self._response(query, answer, usage, redaction.kinds if redaction else [])
+        draft, usage = await self._compose(query)
+        response = self._response(query, draft, usage)
         await self._store(query, response)
         return response
+
+    async def _compose(self, query: _Query) -> tuple[Draft, Usage]:
+        mark = time.perf_counter()
+        if not query.relevant:
+            query.timings["answer"] = _ms(mark)
+            return Draft([], "none"), Usage()
+        # The sources' sentences are embedded while the LLM writes.
+        evidence_task = asyncio.create_task(self.grounding.evidence(query.sources))
+        try:
+            completion = await self._generate(query)
+        finally:
+            evidence = await evidence_task
+        question = as_vector(query.vector)
+        if completion is None:
+            draft = self.grounding.extractive(question, evidence)
+            query.timings["answer"] = _ms(mark)
+            return draft, Usage()
+        query.timings["generate"] = _ms(mark)
+        mark = time.perf_counter()
+        draft = await self.grounding.generated(
+            completion.text, len(query.sources), question, evidence, query.unsupported
+        )
+        query.timings["verify"] = _ms(mark)
+        return draft, _usage(completion.prompt_tokens, completion.completion_tokens)
+
+    async def _generate(self, query: _Query) -> Completion | None:
+        """The LLM's answer; None for an extractive answer (asked for, or the LLM is down)."""
+        if query.mode == "extractive":
+            return None
+        messages, max_tokens = self._prompt(query)
+        temperature = query.request.temperature
+        try:
+            return await self._llm_guard.call(
+                lambda: self.chat.complete(messages, max_tokens, temperature), idempotent=False
+            )
+        except DependencyUnavailable as exc:
+            self._degrade_llm(query, exc)
+            return None
 
     async def stream(self, request: QueryRequest) -> AsyncIterator[str]:
         """Runs every stage that can fail with an HTTP error now, then returns the event stream."""
         query = await self._prepare(request)
         if query.cached is not None:
             return self._replay(query)
-        return self._generate_events(query)
+        evidence = await self.grounding.evidence(query.sources) if query.relevant else None
+        stream: ChatStream | None = None
+        if evidence is not None and query.mode != "extractive":
+            messages, max_tokens = self._prompt(query)
+            try:
+                stream = await self._llm_guard.call(
+                    lambda: self.chat.open_stream(messages, max_tokens, request.temperature), idempotent=False
+                )
+            except DependencyUnavailable as exc:
+                self._degrade_llm(query, exc)
+        return self._answer_events(query, evidence, stream)
 
     async def _prepare(self, request: QueryRequest) -> _Query:
         injection = injection_flags(request.question)
@@ -142,11 +205,13 @@ class QueryService:
                 "prompt_injection_suspected",
                 f"the question looks like a prompt injection ({', '.join(injection)}); rephrase it",
             )
-        query = _Query(request, time.perf_counter(), injection)
+        mode = request.answer_mode or self.settings.answer_mode
+        unsupported = request.unsupported or self.settings.unsupported_sentences
+        query = _Query(request, time.perf_counter(), injection, mode, unsupported)
 
         mark = time.perf_counter()
         try:
-            settings = self._cache_settings(request)
+            settings = self._cache_settings(query)
             query.cache = await self._cache_guard.call(
                 lambda: self.cache.lookup(request.question, request.collection, settings), idempotent=True
             )
@@ -160,55 +225,91 @@ class QueryService:
             return query
 
         mark = time.perf_counter()
-        vector = await self.retrieval.embed(request.question)
+        query.vector = await self.retrieval.embed(request.question)
         query.timings["embed"] = _ms(mark)
 
         mark = time.perf_counter()
         hits = await self.retrieval.retrieve(
             request.collection,
-            vector,
+            query.vector,
             request.top_k or self.settings.default_top_k,
             query=request.question,
             filter_expr=filter_expression(request.filters),
         )
         query.timings["retrieve"] = _ms(mark)
-        if hits:
-            self._drift.observe(hits[0].score)
         query.sources = select_sources(hits, self.settings.max_context_tokens)
+        best = relevance(query.sources)
+        if best is not None:
+            self._drift.observe(best)
+        query.relevant = bool(query.sources) and (best is None or best >= self.settings.min_relevance)
         return query
 
     def _prompt(self, query: _Query) -> tuple[list[dict[str, str]], int]:
         messages = build_messages(query.request.question, query.sources)
         return messages, query.request.max_tokens or self.settings.default_max_tokens
 
-    def _degrade_llm(self, query: _Query, exc: Exception) -> str:
+    def _degrade_llm(self, query: _Query, exc: DependencyUnavailable) -> None:
+        """No LLM: ``auto`` quotes the sources instead; ``generate`` was asked for generation only."""
+        if query.mode == "generate":
+            raise APIError(
+                503,
+                "generation_unavailable",
+                "the LLM is unavailable; retry shortly, or ask with answer_mode auto or extractive",
+                headers={"retry-after": str(max(1, round(self.settings.breaker_reset_s)))},
+            ) from exc
         _log.warning("llm_degraded", error=str(exc))
         query.degraded.append("llm")
-        return extractive_answer(query.request.question, query.sources)
 
-    def _response(self, query: _Query, answer: str, usage: Usage, redacted: list[str]) -> QueryResponse:
-        """The final answer with its citations, safety scores, timings and metrics."""
-        texts = [hit.text for hit in query.sources]
-        attribution = attribute(answer, texts, self.settings.attribution_min_overlap)
-        score = groundedness(answer, texts) if query.sources else 0.0
-        grounded = score >= self.settings.groundedness_threshold
-        rag_metrics.GROUNDEDNESS.observe(score)
-        for flag in [*(f"redacted:{kind}" for kind in redacted), *([] if grounded else ["ungrounded"])]:
-            rag_metrics.SAFETY_FLAGS.labels(flag).inc()
-        for cause in query.degraded:
-            rag_metrics.DEGRADED_ANSWERS.labels(cause).inc()
+    def _shown(self, verdict: Verdict) -> tuple[str, list[str]]:
+        """A sentence as shown, with its markers, redacted; and the kinds of PII masked."""
+        markers = "".join(f"[{n}]" for n in verdict.citations)
+        text = f"{verdict.text} {markers}" if markers else verdict.text
+        if not self.settings.redact_pii:
+            return text, []
+        redaction = redact(text)
+        return redaction.text, redaction.kinds
+
+    def _response(self, query: _Query, draft: Draft, usage: Usage) -> QueryResponse:
+        """The final answer with its per-sentence report, citations, safety, timings and metrics."""
+        lines: list[str] = []
+        redacted: set[str] = set()
+        sentences: list[AnswerSentence] = []
+        for verdict in draft.shown:
+            text, kinds = self._shown(verdict)
+            lines.append(text)
+            redacted.update(kinds)
+            sentences.append(
+                AnswerSentence(
+                    text=redact(verdict.text).text if self.settings.redact_pii else verdict.text,
+                    citations=list(verdict.citations),
+                    supported=verdict.supported,
+                    support_score=verdict.score,
+                    evidence=verdict.evidence.text if verdict.evidence else None,
+                )
+            )
+        supported = sum(v.supported for v in draft.shown)
+        share = supported / len(draft.shown) if draft.shown else 1.0
+        grounded = supported == len(draft.shown)
+        cited = sorted({n for v in draft.shown for n in v.citations})
+        rag_metrics.record_answer(draft, share, grounded, sorted(redacted), query.degraded)
         self._finish_timings(query)
         return QueryResponse(
-            answer=answer,
-            citations=[_citation(n, query.sources[n - 1]) for n in attribution.numbers],
+            answer=" ".join(lines) if lines else NO_ANSWER,
+            citations=[_citation(n, query.sources[n - 1]) for n in cited],
             usage=usage,
             timings_ms=query.timings,
             cached=False,
             degraded=query.degraded,
             request_id=current_request_id(),
-            attribution=attribution.mode,
+            answerable=draft.answerable,
+            answered_by=draft.answered_by,
+            answer_sentences=sentences,
             safety=Safety(
-                injection=query.injection, redacted=redacted, groundedness=round(score, 4), grounded=grounded
+                injection=query.injection,
+                redacted=sorted(redacted),
+                supported_share=round(share, 4),
+                grounded=grounded,
+                removed_sentences=draft.removed,
             ),
         )
 
@@ -262,59 +363,91 @@ class QueryService:
         return sse_event("sources", {"sources": self._sources(query), "request_id": current_request_id()})
 
     async def _replay(self, query: _Query) -> AsyncIterator[str]:
-        """A cached answer as the same event sequence a generated one has."""
+        """A cached answer as the same event sequence a generated one has: a token per sentence."""
         assert query.cached is not None
-        # Entries written before sources were stored replay their citations instead.
-        sources = query.cached.get(_CACHED_SOURCES, query.cached.get("citations", []))
+        sources = query.cached.get(_CACHED_SOURCES, [])
         response = self._from_cache(query)
         yield sse_event("sources", {"sources": sources, "request_id": response.request_id})
-        for start in range(0, len(response.answer), _REPLAY_CHUNK):
-            yield sse_event("token", {"text": response.answer[start : start + _REPLAY_CHUNK]})
+        for i, text in enumerate(_answer_lines(response)):
+            yield _token(text, i)
         yield sse_event("done", response.model_dump())
 
-    async def _generate_events(self, query: _Query) -> AsyncIterator[str]:
-        request = query.request
+    async def _answer_events(
+        self, query: _Query, evidence: Evidence | None, stream: ChatStream | None
+    ) -> AsyncIterator[str]:
+        """Sources, then each sentence once it is verified, then ``done`` with the full report.
+
+        Generated text is held back a sentence at a time: a sentence is checked as soon as the
+        next one begins (or the text ends), and sent only if a source supports it.
+        """
         yield self._sources_event(query)
         mark = time.perf_counter()
-        redactor = StreamRedactor(self.settings.redact_pii)
-        sent: list[str] = []
         usage = Usage()
-        if not query.sources:
-            sent.append(NO_SOURCES_ANSWER)
-            yield sse_event("token", {"text": NO_SOURCES_ANSWER})
-        else:
-            messages, max_tokens = self._prompt(query)
+        draft: Draft | None = None
+        sent = 0
+        if evidence is None:
+            draft = Draft([], "none")
+        elif stream is not None:
+            checked: list[Verdict] = []
+            text = ""
+            done = 0
             try:
-                stream = await self._llm_guard.call(
-                    lambda: self.chat.open_stream(messages, max_tokens, request.temperature), idempotent=False
-                )
-            except DependencyUnavailable as exc:
-                stream = None
-                text = redactor.feed(self._degrade_llm(query, exc))
-                sent.append(text)
-                yield sse_event("token", {"text": text})
-            if stream is not None:
-                try:
-                    async for delta in stream.deltas():
-                        if text := redactor.feed(delta):
-                            sent.append(text)
-                            yield sse_event("token", {"text": text})
-                except GenerationUnavailable as exc:
-                    # Tokens already sent cannot be taken back: finish with what there is, and say so.
-                    fallback = self._degrade_llm(query, exc)
-                    if not sent and (text := redactor.feed(fallback)):
-                        sent.append(text)
-                        yield sse_event("token", {"text": text})
-                finally:
-                    await stream.aclose()
-                usage = _usage(stream.prompt_tokens, stream.completion_tokens)
-        if rest := redactor.flush():
-            sent.append(rest)
-            yield sse_event("token", {"text": rest})
-        query.timings["generate"] = _ms(mark)
-        response = self._response(query, "".join(sent).strip(), usage, sorted(redactor.kinds))
+                async for delta in _then_end(stream.deltas()):
+                    text += delta or ""
+                    cut = len(text) if delta is None else closed_length(text)
+                    if cut <= done:
+                        continue
+                    for verdict in await self._check(text[done:cut], len(query.sources), evidence):
+                        checked.append(verdict)
+                        if verdict.supported or query.unsupported == "mark":
+                            yield _token(self._shown(verdict)[0], sent)
+                            sent += 1
+                    done = cut
+            except GenerationUnavailable as exc:
+                # Sentences already sent stand (each was verified); the rest is not coming.
+                _log.warning("llm_degraded", error=str(exc))
+                query.degraded.append("llm")
+            finally:
+                await stream.aclose()
+            usage = _usage(stream.prompt_tokens, stream.completion_tokens)
+            query.timings["generate"] = _ms(mark)
+            draft = self.grounding.settle(checked, as_vector(query.vector), evidence, query.unsupported)
+        if draft is None:
+            assert evidence is not None
+            draft = self.grounding.extractive(as_vector(query.vector), evidence)
+        if draft.answered_by != "llm":
+            # Nothing generated was shown: the quotes (or the refusal) go out now.
+            lines = [self._shown(v)[0] for v in draft.shown] or [NO_ANSWER]
+            for text in lines:
+                yield _token(text, sent)
+                sent += 1
+        response = self._response(query, draft, usage)
         await self._store(query, response)
         yield sse_event("done", response.model_dump())
+
+    async def _check(self, text: str, n_sources: int, evidence: Evidence) -> list[Verdict]:
+        return await self.grounding.check(claims(text, n_sources), evidence)
+
+
+def _answer_lines(response: QueryResponse) -> list[str]:
+    """The shown sentences with their markers, as the answer joined them."""
+    if not response.answer_sentences:
+        return [response.answer]
+    return [
+        f"{s.text} {''.join(f'[{n}]' for n in s.citations)}" if s.citations else s.text
+        for s in response.answer_sentences
+    ]
+
+
+async def _then_end(deltas: AsyncIterator[str]) -> AsyncIterator[str | None]:
+    """The deltas, then ``None`` for the end of the text."""
+    async for delta in deltas:
+        yield delta
+    yield None
+
+
+def _token(text: str, index: int) -> str:
+    return sse_event("token", {"text": text if index == 0 else " " + text})
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
@@ -336,6 +469,7 @@ def _citation(n: int, hit: Hit) -> Citation:
         title=hit.title,
         source=hit.source,
         score=round(hit.score, 6),
+        relevance=None if hit.dense_score is None else round(hit.dense_score, 6),
         text=hit.text,
     )
 

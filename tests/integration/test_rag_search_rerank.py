@@ -18,8 +18,8 @@ import pytest
 from services.cli.suite import Child, Suite, free_port
 from services.common.http_client import create_http2_client
 from services.common.milvus_connect import connect_milvus
-from services.rag.reranker import Reranker
-from services.rag.retriever import Hit
+from services.rag.retrieval.reranker import Reranker
+from services.rag.retrieval.retriever import Hit
 
 WORDS = ["granite", "rock", "magma", "bread", "yeast", "violin", "strings", "penguins", "swim", "the", "is"]
 

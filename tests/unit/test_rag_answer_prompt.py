@@ -1,11 +1,9 @@
-"""Sources within the token budget, numbered; the extractive fallback cites what it copies."""
+"""Sources within the token budget, numbered, and the instruction to cite them."""
 
 from __future__ import annotations
 
-from services.rag.attribution import attribute
-from services.rag.extractive import extractive_answer
-from services.rag.prompt import build_messages, estimate_tokens, select_sources
-from services.rag.retriever import Hit
+from services.rag.answer.prompt import build_messages, estimate_tokens, select_sources
+from services.rag.retrieval.retriever import Hit
 
 
 def _hit(n: int, text: str) -> Hit:
@@ -25,14 +23,3 @@ def test_messages_number_the_sources_and_ask_for_citations() -> None:
     user = messages[1]["content"]
     assert "[1] Title 1\nAlpha." in user and "[2] Title 2\nBeta." in user
     assert user.endswith("Question: Why?\nAnswer:")
-
-
-def test_extractive_answer_copies_the_closest_sentences_with_markers() -> None:
-    sources = [
-        _hit(1, "Quarry has four services. The gateway answers 429 when a key is over its rate limit."),
-        _hit(2, "Ingest writes chunks to Milvus. Bananas are yellow."),
-    ]
-    answer = extractive_answer("What does the gateway answer over the rate limit?", sources)
-    assert "The gateway answers 429 when a key is over its rate limit. [1]" in answer
-    result = attribute(answer, [h.text for h in sources])
-    assert result.mode == "marker" and 1 in result.numbers

@@ -94,7 +94,7 @@ def test_not_loaded_is_recognised_through_the_cause_chain() -> None:
     from pymilvus.exceptions import MilvusException
 
     from services.common.milvus_connect import needs_load
-    from services.rag.retriever import RetrievalUnavailable
+    from services.rag.retrieval.retriever import RetrievalUnavailable
 
     def wrapped(code: int) -> RetrievalUnavailable:
         try:

@@ -1,14 +1,13 @@
-"""Injection flags, PII redaction (Luhn-checked cards) and the groundedness score."""
+"""Injection flags and PII redaction (Luhn-checked cards)."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.rag.safety import (
+from services.rag.answer.safety import (
     CARD_MASK,
     EMAIL_MASK,
     PHONE_MASK,
-    groundedness,
     injection_flags,
     luhn_valid,
     redact,
@@ -75,20 +74,3 @@ def test_phone_numbers_are_redacted(phone: str) -> None:
 def test_ports_versions_and_years_are_not_phone_numbers() -> None:
     text = "Since 2024 the gateway listens on port 8100 and uses HTTP/2; version 1.2.3."
     assert redact(text) == redact(text) and redact(text).text == text
-
-
-def test_groundedness_is_the_share_of_answer_words_in_sources() -> None:
-    sources = ["The gateway answers 429 with a Retry-After header when a key is over its limit."]
-    assert groundedness("The gateway answers 429 with Retry-After.", sources) == 1.0
-    low = groundedness("Bananas grow on tall tropical plants.", sources)
-    assert low == 0.0
-    half = groundedness("Gateway answers bananas plants.", sources)
-    assert half == pytest.approx(0.5)
-
-
-def test_citation_markers_do_not_count_as_words() -> None:
-    assert groundedness("The gateway answers 429 [1].", ["the gateway answers 429"]) == 1.0
-
-
-def test_empty_answer_is_trivially_grounded() -> None:
-    assert groundedness("", ["anything"]) == 1.0

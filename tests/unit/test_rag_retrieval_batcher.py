@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.rag.search_batcher import BatchKey, Results, SearchBatcher
+from services.rag.retrieval.search_batcher import BatchKey, Results, SearchBatcher
 
 
 class RecordingSearch:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from services.rag.filters import FilterError, compile_filters
+from services.rag.retrieval.filters import FilterError, compile_filters
 from services.rag.schemas import SearchFilters, SearchRequest
 
 

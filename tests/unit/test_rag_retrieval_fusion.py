@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.rag.fusion import weighted_rrf, weighted_score_fusion
+from services.rag.retrieval.fusion import weighted_rrf, weighted_score_fusion
 
 
 def test_plain_rrf_rewards_agreement() -> None:

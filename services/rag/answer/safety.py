@@ -1,17 +1,15 @@
-"""Answer safety: prompt-injection flags, PII redaction, and a groundedness score.
+"""Answer safety: prompt-injection flags and PII redaction.
 
-All three are lexical heuristics: cheap enough for every request, honest about
-being heuristics (flags, not verdicts), and easy to audit.
+Both are lexical heuristics: cheap enough for every request, honest about being
+heuristics (flags, not verdicts), and easy to audit. Whether an answer is grounded is
+decided per sentence, in ``services.rag.answer.verification``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
-
-from services.rag.lexical import content_words
 
 # Phrases typical of attempts to override the system prompt or exfiltrate it.
 _INJECTION_PATTERNS: Final = {
@@ -45,8 +43,6 @@ _PHONE_RE: Final = re.compile(
     r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}"
     r"(?![ .-]?\d)"
 )
-
-_MARKER_RE: Final = re.compile(r"\[\d{1,3}\]")
 
 EMAIL_MASK: Final = "[email redacted]"
 CARD_MASK: Final = "[card redacted]"
@@ -91,14 +87,3 @@ def redact(text: str) -> Redaction:
     text, phones = _PHONE_RE.subn(PHONE_MASK, text)
     kinds.extend(["phone"] * phones)
     return Redaction(text, sorted(set(kinds)))
-
-
-def groundedness(answer: str, sources: Iterable[str]) -> float:
-    """Share of the answer's content words that occur in the sources (1.0 for an empty answer)."""
-    words = content_words(_MARKER_RE.sub(" ", answer))  # "[2]" is a citation, not a claim
-    if not words:
-        return 1.0
-    vocabulary: set[str] = set()
-    for text in sources:
-        vocabulary.update(content_words(text))
-    return sum(w in vocabulary for w in words) / len(words)

@@ -7,7 +7,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from services.rag.retriever import Hit
+from services.rag.retrieval.retriever import Hit
 
 
 class Reranker:

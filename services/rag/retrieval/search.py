@@ -6,9 +6,9 @@ import time
 
 from services.common.context import current_request_id
 from services.rag.config import RagSettings
-from services.rag.guarded_retrieval import GuardedRetrieval
-from services.rag.reranker import Reranker
-from services.rag.retriever import Hit
+from services.rag.retrieval.guarded import GuardedRetrieval
+from services.rag.retrieval.reranker import Reranker
+from services.rag.retrieval.retriever import Hit
 from services.rag.schemas import SearchHit, SearchRequest, SearchResponse, filter_expression
 
 
@@ -71,7 +71,13 @@ def _wire(rank: int, hit: Hit) -> SearchHit:
         text=hit.text,
         metadata=hit.metadata,
         score=round(hit.score, 6),
+        relevance=_round(hit.dense_score),
+        bm25=_round(hit.bm25_score),
     )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def _ms(since: float) -> float:

@@ -15,10 +15,10 @@ from services.common.errors import APIError
 from services.common.logs import get_logger
 from services.common.milvus_connect import needs_load
 from services.rag import rag_metrics
-from services.rag.collection_loading import CollectionLoader
 from services.rag.config import RagSettings
 from services.rag.resilience import DependencyUnavailable, GuardPolicy, named_guard
-from services.rag.retriever import CollectionNotFound, Hit, Mode, RetrievalUnavailable, Retriever
+from services.rag.retrieval.collection_loading import CollectionLoader
+from services.rag.retrieval.retriever import CollectionNotFound, Hit, Mode, RetrievalUnavailable, Retriever
 
 _log = get_logger(__name__)
 
@@ -51,11 +51,13 @@ class GuardedRetrieval:
         )
 
     async def embed(self, text: str) -> list[float]:
+        return (await self.embed_many([text]))[0]
+
+    async def embed_many(self, texts: list[str]) -> list[list[float]]:
         try:
-            vectors = await self._embed_guard.call(lambda: self._embeddings.embed([text]), idempotent=True)
+            return await self._embed_guard.call(lambda: self._embeddings.embed(texts), idempotent=True)
         except DependencyUnavailable as exc:
             raise self._unavailable(exc, "embedder_unavailable", "the embedding service") from exc
-        return vectors[0]
 
     async def retrieve(
         self,

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from services.common import vector_schema as vs
 from services.common.milvus_connect import connect_milvus
-from services.rag.fusion import weighted_rrf, weighted_score_fusion
-from services.rag.search_batcher import BatchKey, Results, SearchBatcher
+from services.rag.retrieval.fusion import weighted_rrf, weighted_score_fusion
+from services.rag.retrieval.search_batcher import BatchKey, Results, SearchBatcher
 
 if TYPE_CHECKING:
     from services.rag.config import RagSettings
@@ -36,7 +36,10 @@ class Hit:
     title: str
     source: str
     metadata: dict[str, Any]
-    score: float
+    score: float  # the ranking score: hybrid fuses and rescales, so the best hit is about 1.0
+    # Raw relevance, comparable across queries: cosine to the query, and the BM25 score.
+    dense_score: float | None = None
+    bm25_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ class Retriever:
     ) -> list[Hit]:
         """The ``top_k`` best chunks; ``mode`` defaults to the configured one.
 
-        ``filter_expr`` must come from :func:`services.rag.filters.compile_filters`.
+        ``filter_expr`` must come from :func:`services.rag.retrieval.filters.compile_filters`.
         Without query text only dense search is possible, so that is what runs.
         """
         mode = mode or self.config.mode
@@ -109,7 +112,14 @@ class Retriever:
             self._ranked(collection, vs.DENSE, vector, depth, filter_expr),
             self._ranked(collection, vs.SPARSE, query, depth, filter_expr),
         )
-        return [_with_score(hit, score) for hit, score in self.fuse(dense, bm25, top_k)]
+        cosine = {h.chunk_id: h.dense_score for h in dense}
+        lexical = {h.chunk_id: h.bm25_score for h in bm25}
+        return [
+            replace(
+                hit, score=score, dense_score=cosine.get(hit.chunk_id), bm25_score=lexical.get(hit.chunk_id)
+            )
+            for hit, score in self.fuse(dense, bm25, top_k)
+        ]
 
     def fuse(self, dense: list[Hit], bm25: list[Hit], limit: int) -> list[tuple[Hit, float]]:
         weights = (self.config.dense_weight, self.config.bm25_weight)
@@ -142,8 +152,8 @@ class Retriever:
         hits = [_hit(r) for r in results]
         if anns_field == vs.SPARSE:
             # BM25 scores are non-negative; Milvus Lite reports them negated (as distances).
-            hits = [_with_score(h, abs(h.score)) for h in hits]
-        return hits
+            return [replace(h, score=abs(h.score), bm25_score=abs(h.score)) for h in hits]
+        return [replace(h, dense_score=h.score) for h in hits]
 
     async def _has_collection(self, collection: str) -> bool:
         try:
@@ -164,10 +174,6 @@ class Retriever:
 
     def close(self) -> None:
         self._client.close()
-
-
-def _with_score(hit: Hit, score: float) -> Hit:
-    return replace(hit, score=score)
 
 
 def _chunk_id(hit: Hit) -> str:

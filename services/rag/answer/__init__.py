@@ -1,0 +1,1 @@
+"""Answering: the prompt, generation, sentence-level verification, extractive answers, safety."""

@@ -1,0 +1,78 @@
+"""The extractive answer: the source sentences closest in meaning to the question, verbatim.
+
+Every sentence is copied whole from a source and carries that source's ``[n]``, so it
+is supported by construction. The best sentence must reach ``min_relevance`` or there
+is no answer; up to two more follow when they score within ``margin`` of it. They are
+read in source order, and a chosen sentence that opens with a pronoun brings the
+sentence before it, so "It listens on port 8100" never comes without its subject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+from services.rag.answer.evidence import SourceSentence, Vectors
+from services.rag.answer.verification import Verdict
+
+_PRONOUNS: Final = frozenset({"it", "its", "they", "this", "these", "that", "those", "he", "she"})
+# Headings and fragments ("Rate limits", "Yes.") say nothing on their own.
+_MIN_WORDS: Final = 4
+
+
+@dataclass(frozen=True)
+class ExtractPolicy:
+    min_relevance: float
+    margin: float = 0.08
+    max_sentences: int = 3
+    max_chars: int = 600
+
+
+def extract(
+    question: Vectors,
+    evidence: Sequence[SourceSentence],
+    evidence_vectors: Vectors,
+    policy: ExtractPolicy,
+) -> list[Verdict]:
+    """Verbatim sentences answering the question, in source order; empty when none is relevant."""
+    usable = [i for i, e in enumerate(evidence) if len(e.text.split()) >= _MIN_WORDS]
+    if not usable:
+        return []
+    scores = evidence_vectors[usable] @ question
+    order = np.argsort(-scores, kind="stable")
+    best = float(scores[order[0]])
+    if best < policy.min_relevance:
+        return []
+    chosen: dict[int, float] = {}
+    used = 0
+    for rank in order:
+        score = float(scores[rank])
+        if len(chosen) >= policy.max_sentences or score < best - policy.margin:
+            break
+        index = usable[rank]
+        picked = [index]
+        before = _antecedent(evidence, index)
+        if before is not None and before not in chosen:
+            picked.insert(0, before)
+        cost = sum(len(evidence[i].text) for i in picked if i not in chosen)
+        if chosen and used + cost > policy.max_chars:
+            break
+        for i in picked:
+            chosen.setdefault(i, score)
+        used += cost
+    return [
+        Verdict(evidence[i].text, (evidence[i].n,), True, round(chosen[i], 4), evidence[i])
+        for i in sorted(chosen, key=lambda i: (evidence[i].n, evidence[i].position))
+    ]
+
+
+def _antecedent(evidence: Sequence[SourceSentence], index: int) -> int | None:
+    """The sentence before ``index`` in the same source, when ``index`` opens with a pronoun."""
+    sentence = evidence[index]
+    first = sentence.text.split(maxsplit=1)[0].casefold().strip(",")
+    if first not in _PRONOUNS or index == 0 or evidence[index - 1].n != sentence.n:
+        return None
+    return index - 1

@@ -1,0 +1,107 @@
+"""From sources and (optionally) generated text to the sentences an app may show.
+
+Three outcomes, in order of preference:
+- the LLM's sentences that a source supports (``answered_by="llm"``);
+- source sentences quoted verbatim (``"extractive"``): asked for, or because the LLM is
+  down, or because none of its sentences survived verification;
+- no answer (``"none"``): no passage is relevant enough, or no sentence is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from services.rag.answer.evidence import SentenceVectors, SourceSentence, Vectors, source_sentences
+from services.rag.answer.extractive import ExtractPolicy, extract
+from services.rag.answer.key_terms import Vocabulary
+from services.rag.answer.verification import Claim, Verdict, VerifyPolicy, claims, verify
+from services.rag.retrieval.retriever import Hit
+
+AnsweredBy = Literal["llm", "extractive", "none"]
+Unsupported = Literal["remove", "mark"]
+NO_ANSWER = "The documents don't answer this."
+
+
+@dataclass(frozen=True)
+class Evidence:
+    sentences: list[SourceSentence]
+    vectors: Vectors
+    vocabulary: Vocabulary
+
+
+@dataclass
+class Draft:
+    shown: list[Verdict]
+    answered_by: AnsweredBy
+    removed: int = 0
+    checked: list[Verdict] = field(default_factory=list)  # every generated sentence, shown or not
+
+    @property
+    def answerable(self) -> bool:
+        return self.answered_by != "none"
+
+
+def relevance(sources: list[Hit]) -> float | None:
+    """The best raw cosine among the sources (None when none was dense-ranked)."""
+    scores = [hit.dense_score for hit in sources if hit.dense_score is not None]
+    return max(scores) if scores else None
+
+
+class Grounding:
+    def __init__(
+        self, vectors: SentenceVectors, verify_policy: VerifyPolicy, extract_policy: ExtractPolicy
+    ) -> None:
+        self._vectors = vectors
+        self.verify_policy = verify_policy
+        self.extract_policy = extract_policy
+
+    async def evidence(self, sources: list[Hit]) -> Evidence:
+        sentences = source_sentences(sources)
+        vectors = await self._vectors.of([s.text for s in sentences])
+        return Evidence(sentences, vectors, Vocabulary.of(s.text for s in sentences))
+
+    def extractive(self, question: Vectors, evidence: Evidence) -> Draft:
+        if not evidence.sentences:
+            return Draft([], "none")
+        quoted = extract(question, evidence.sentences, evidence.vectors, self.extract_policy)
+        return Draft(quoted, "extractive" if quoted else "none")
+
+    async def check(self, found: list[Claim], evidence: Evidence) -> list[Verdict]:
+        """Verdicts for generated sentences, embedded in one call."""
+        if not found:
+            return []
+        vectors = await self._vectors.of([c.text for c in found])
+        return [self.check_one(c, v, evidence) for c, v in zip(found, vectors, strict=True)]
+
+    def check_one(self, claim: Claim, vector: Vectors, evidence: Evidence) -> Verdict:
+        if not evidence.sentences:
+            return Verdict(claim.text, claim.cited, False, 0.0, None)
+        return verify(
+            claim, vector, evidence.sentences, evidence.vectors, evidence.vocabulary, self.verify_policy
+        )
+
+    async def generated(
+        self, text: str, n_sources: int, question: Vectors, evidence: Evidence, unsupported: Unsupported
+    ) -> Draft:
+        checked = await self.check(claims(text, n_sources), evidence)
+        return self.settle(checked, question, evidence, unsupported)
+
+    def settle(
+        self, checked: list[Verdict], question: Vectors, evidence: Evidence, unsupported: Unsupported
+    ) -> Draft:
+        """What to show of checked sentences: all (``mark``), or the supported ones, else extract."""
+        if unsupported == "mark" and checked:
+            return Draft(list(checked), "llm", 0, checked)
+        shown = [v for v in checked if v.supported]
+        if shown:
+            return Draft(shown, "llm", len(checked) - len(shown), checked)
+        fallback = self.extractive(question, evidence)
+        fallback.removed, fallback.checked = len(checked), checked
+        return fallback
+
+
+def as_vector(values: list[float]) -> Vectors:
+    return np.asarray(values, dtype=np.float32)

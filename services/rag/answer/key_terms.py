@@ -1,0 +1,125 @@
+"""The terms of a sentence that must appear, as written, in whatever supports it.
+
+Embeddings say two sentences are about the same thing; they barely notice that
+``port 8102`` is not ``port 8100`` or that ``the LLM service`` is not ``the rag service``.
+So a claim's specifics are checked lexically: numbers, identifiers (``llama.cpp``,
+``qk_``, ``HTTP/2``, ``SmolLM2-135M-Instruct``), code spans and proper names.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+# Function words: never names, and no evidence that a sentence came from a source.
+_STOPWORD_TEXT: Final = """
+    a an and are as at be been but by can could did do does for from had has have he her his how i if
+    in into is it its itself me more most my no not of on or our she so such than that the their them
+    then there these they this those to too up us very was we were what when where which while who whom
+    why will with would you your yours also any all each may might must should only other over same some
+    just about after again against because before being below between both during few further here once
+    out own under until am"""
+STOPWORDS: Final = frozenset(_STOPWORD_TEXT.split())
+_CODE_RE: Final = re.compile(r"`([^`]+)`")
+# Words with their inner dots, slashes, hyphens and underscores: "llama.cpp", "HTTP/2", "qk_".
+_TOKEN_RE: Final = re.compile(r"[^\W_](?:[\w.\-/]*[^\W_])?_*")
+# Dotted abbreviations are words, not identifiers.
+_ABBREVIATIONS: Final = frozenset({"e.g", "i.e", "etc", "vs", "a.k.a"})
+_MARKER_RE: Final = re.compile(r"\[\d{1,3}\]")
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def tokens(text: str) -> list[str]:
+    """Word-like tokens as written (case kept), code markers and citations excluded."""
+    return _TOKEN_RE.findall(_MARKER_RE.sub(" ", text.replace("`", " ")))
+
+
+def stem(token: str) -> str:
+    """A light plural fold, so "clients" meets "client" and "keys" meets "key"."""
+    word = _fold(token)
+    if not word.isalpha() or len(word) <= 3:
+        return word
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "sses", "xes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def _is_identifier(token: str) -> bool:
+    if _fold(token) in _ABBREVIATIONS:
+        return False
+    if any(c.isdigit() for c in token) or any(c in token for c in "._/"):
+        return True
+    # Capitals past the first letter: "vLLM", "GGUF", "OpenAI".
+    return any(c.isupper() for c in token[1:])
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the sources as a whole say about names: which capitalised words are names."""
+
+    names: frozenset[str]  # folded words written capitalised mid-sentence somewhere
+    stems: frozenset[str]  # every word, folded and plural-folded
+
+    @classmethod
+    def of(cls, texts: Iterable[str]) -> Vocabulary:
+        names: set[str] = set()
+        words: set[str] = set()
+        for text in texts:
+            toks = tokens(text)
+            words.update(_fold(t) for t in toks)
+            names.update(_fold(t) for t in toks[1:] if t[:1].isupper())
+        return cls(frozenset(names), frozenset(stem(w) for w in words))
+
+
+def key_terms(sentence: str, vocabulary: Vocabulary) -> set[str]:
+    """The folded terms of ``sentence`` that its support must contain.
+
+    A capitalised first word is a name when the sources write it capitalised elsewhere
+    ("Milvus stores ...") or never use it at all ("Kafka stores ..."); otherwise it is an
+    ordinary word that starts the sentence ("Keys are ...").
+    """
+    terms = {" ".join(_fold(code).split()) for code in _CODE_RE.findall(sentence)}
+    toks = tokens(sentence)
+    for i, token in enumerate(toks):
+        folded = _fold(token)
+        if _is_identifier(token):
+            terms.add(folded)
+        elif token[:1].isupper() and folded not in STOPWORDS:
+            sentence_start = i == 0
+            if not sentence_start or folded in vocabulary.names or stem(folded) not in vocabulary.stems:
+                terms.add(folded)
+    return terms
+
+
+def missing_terms(terms: set[str], evidence: str) -> set[str]:
+    """The terms not found in ``evidence``: code spans as substrings, others as tokens."""
+    folded = " ".join(_fold(evidence).replace("`", " ").split())
+    present = {_fold(t) for t in tokens(evidence)}
+    stems = {stem(t) for t in present}
+    missing: set[str] = set()
+    for term in terms:
+        if " " in term or not _TOKEN_RE.fullmatch(term):
+            if term not in folded:
+                missing.add(term)
+        elif term not in present and stem(term) not in stems:
+            missing.add(term)
+    return missing
+
+
+def content_coverage(sentence: str, evidence: str) -> float:
+    """Share of the sentence's content words (plural-folded) that the evidence uses."""
+    words = [stem(t) for t in tokens(sentence) if _fold(t) not in STOPWORDS]
+    if not words:
+        return 1.0
+    present = {stem(t) for t in tokens(evidence)}
+    return sum(w in present for w in words) / len(words)

@@ -1,0 +1,90 @@
+"""Sentence-level verification: a sentence is shown only when a source sentence says it.
+
+A sentence is supported by a source sentence when both hold:
+- they mean the same (cosine of their embeddings at least ``min_similarity``), and
+- its specifics are there: every number, identifier, code span and proper name of the
+  sentence appears in the source sentence or its context (title, heading, the sentence
+  before), and enough of its content words do (``min_coverage``).
+
+A sentence that cites ``[n]`` is checked against source ``n`` only; one that cites
+nothing, against every source. Its citations are then rewritten to the source that
+supports it, so a shown ``[n]`` always points at the passage holding the claim.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+from services.common.sentences import normalise_space, split_sentences
+from services.rag.answer.evidence import SourceSentence, Vectors
+from services.rag.answer.key_terms import Vocabulary, content_coverage, key_terms, missing_terms
+
+_MARKER_RE: Final = re.compile(r"\s*\[(\d{1,3})\]")
+
+
+@dataclass(frozen=True)
+class VerifyPolicy:
+    min_similarity: float
+    min_coverage: float
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One sentence of a generated answer: its text without markers, and what it cited."""
+
+    text: str
+    cited: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    text: str  # as shown, without citation markers
+    citations: tuple[int, ...]
+    supported: bool
+    score: float  # cosine to the best candidate source sentence
+    evidence: SourceSentence | None
+
+
+def claims(answer: str, n_sources: int) -> list[Claim]:
+    """The answer's sentences, markers taken out and kept as citations (in range only)."""
+    found: list[Claim] = []
+    for sentence in split_sentences(answer):
+        cited = tuple(sorted({int(n) for n in _MARKER_RE.findall(sentence) if 1 <= int(n) <= n_sources}))
+        text = normalise_space(_MARKER_RE.sub("", sentence))
+        if any(c.isalnum() for c in text):
+            found.append(Claim(text, cited))
+    return found
+
+
+def verify(
+    claim: Claim,
+    vector: Vectors,
+    evidence: Sequence[SourceSentence],
+    evidence_vectors: Vectors,
+    vocabulary: Vocabulary,
+    policy: VerifyPolicy,
+) -> Verdict:
+    pool = [i for i, e in enumerate(evidence) if not claim.cited or e.n in claim.cited]
+    if not pool:
+        return Verdict(claim.text, claim.cited, False, 0.0, None)
+    similarities = evidence_vectors[pool] @ vector
+    terms = key_terms(claim.text, vocabulary)
+    order = np.argsort(-similarities, kind="stable")
+    for rank in order:
+        score = float(similarities[rank])
+        if score < policy.min_similarity:
+            break
+        candidate = evidence[pool[rank]]
+        window = f"{candidate.context} {candidate.text}"
+        if missing_terms(terms, window):
+            continue
+        if content_coverage(claim.text, window) < policy.min_coverage:
+            continue
+        return Verdict(claim.text, (candidate.n,), True, round(score, 4), candidate)
+    best = evidence[pool[int(order[0])]]
+    return Verdict(claim.text, claim.cited, False, round(float(similarities[order[0]]), 4), best)

@@ -1,0 +1,1 @@
+"""Retrieval: dense, BM25 and hybrid search over Milvus, guarded, with optional reranking."""
