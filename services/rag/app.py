@@ -55,6 +55,7 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
             SentenceVectors(retrieval.embed_many, settings.sentence_cache_size),
             VerifyPolicy(settings.support_min_similarity, settings.support_min_coverage),
             ExtractPolicy(settings.extract_min_relevance, settings.extract_margin),
+            settings.anchor_sentences,
         )
         app.state.query_service = QueryService(
             settings, AnswerCache(redis, settings.cache_ttl_s), retrieval, chat, breakers, grounding

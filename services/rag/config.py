@@ -71,19 +71,27 @@ class RagSettings(ServiceSettings):
         description="Generated sentences no source supports: removed, or kept and marked supported=false.",
     )
     support_min_similarity: float = Field(
-        0.62, description="Least cosine between a generated sentence and the source sentence supporting it."
+        0.5, description="Least cosine between a generated sentence and the source sentence supporting it."
     )
     support_min_coverage: float = Field(
         0.5, description="Least share of a generated sentence's content words found in its support."
     )
+    anchor_sentences: int = Field(
+        3,
+        description="A generated answer is shown only when one of its sentences rests on one of the N "
+        "source sentences closest to the question; else source quotes answer.",
+    )
     min_relevance: float = Field(
-        0.3, description="Least cosine between the question and the best passage; below it, no answer."
+        0.2, description="Least cosine between the question and the best passage; below it, no answer."
+    )
+    min_question_coverage: float = Field(
+        0.5, description="Least share of the question's content words the passages use; below it, no answer."
     )
     extract_min_relevance: float = Field(
-        0.35, description="Least cosine between the question and a quoted sentence; below it, no answer."
+        0.45, description="Least cosine between the question and a quoted sentence; below it, no answer."
     )
     extract_margin: float = Field(
-        0.08, description="Quoted sentences after the best score within this much of it (three at most)."
+        0.04, description="Quoted sentences after the best score within this much of it (three at most)."
     )
     sentence_cache_size: int = Field(
         20_000, description="Source-sentence vectors kept in memory (384 floats each for MiniLM)."

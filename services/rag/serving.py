@@ -29,13 +29,14 @@ from services.rag.answer.grounding import (
     Grounding,
     Unsupported,
     as_vector,
+    question_coverage,
     relevance,
 )
 from services.rag.answer.llm_client import ChatClient, ChatStream, Completion, GenerationUnavailable
 from services.rag.answer.prompt import PROMPT_VERSION, build_messages, select_sources
 from services.rag.answer.safety import injection_flags, redact
 from services.rag.answer.streaming import sse_event
-from services.rag.answer.verification import Verdict, claims
+from services.rag.answer.verification import RULES_VERSION, Verdict, claims
 from services.rag.cache import AnswerCache, CacheUnavailable, Lookup
 from services.rag.config import RagSettings
 from services.rag.resilience import DependencyUnavailable, GuardPolicy, named_guard
@@ -120,11 +121,13 @@ class QueryService:
             "context_tokens": self.settings.max_context_tokens,
             "prompt": PROMPT_VERSION,
             "answer": [
+                RULES_VERSION,
                 query.mode,
                 query.unsupported,
                 verify.min_similarity,
                 verify.min_coverage,
                 self.settings.min_relevance,
+                self.settings.min_question_coverage,
                 extract.min_relevance,
                 extract.margin,
                 self.settings.redact_pii,
@@ -241,7 +244,11 @@ class QueryService:
         best = relevance(query.sources)
         if best is not None:
             self._drift.observe(best)
-        query.relevant = bool(query.sources) and (best is None or best >= self.settings.min_relevance)
+        query.relevant = (
+            bool(query.sources)
+            and (best is None or best >= self.settings.min_relevance)
+            and question_coverage(request.question, query.sources) >= self.settings.min_question_coverage
+        )
         return query
 
     def _prompt(self, query: _Query) -> tuple[list[dict[str, str]], int]:
@@ -388,7 +395,11 @@ class QueryService:
         if evidence is None:
             draft = Draft([], "none")
         elif stream is not None:
+            question = as_vector(query.vector)
+            anchors = self.grounding.anchors(question, evidence)
             checked: list[Verdict] = []
+            held: list[Verdict] = []  # supported, waiting for a sentence that answers the question
+            anchored = query.unsupported == "mark"
             text = ""
             done = 0
             try:
@@ -397,11 +408,16 @@ class QueryService:
                     cut = len(text) if delta is None else closed_length(text)
                     if cut <= done:
                         continue
-                    for verdict in await self._check(text[done:cut], len(query.sources), evidence):
+                    for verdict in await self._check(text[done:cut], query, evidence):
                         checked.append(verdict)
                         if verdict.supported or query.unsupported == "mark":
-                            yield _token(self._shown(verdict)[0], sent)
-                            sent += 1
+                            held.append(verdict)
+                        anchored = anchored or self.grounding.anchored(verdict, anchors)
+                        if anchored:
+                            for ready in held:
+                                yield _token(self._shown(ready)[0], sent)
+                                sent += 1
+                            held.clear()
                     done = cut
             except GenerationUnavailable as exc:
                 # Sentences already sent stand (each was verified); the rest is not coming.
@@ -411,22 +427,23 @@ class QueryService:
                 await stream.aclose()
             usage = _usage(stream.prompt_tokens, stream.completion_tokens)
             query.timings["generate"] = _ms(mark)
-            draft = self.grounding.settle(checked, as_vector(query.vector), evidence, query.unsupported)
+            draft = self.grounding.settle(checked, question, evidence, query.unsupported)
         if draft is None:
             assert evidence is not None
             draft = self.grounding.extractive(as_vector(query.vector), evidence)
-        if draft.answered_by != "llm":
-            # Nothing generated was shown: the quotes (or the refusal) go out now.
-            lines = [self._shown(v)[0] for v in draft.shown] or [NO_ANSWER]
-            for text in lines:
-                yield _token(text, sent)
-                sent += 1
+        # What is left to send: quotes (after the model's sentences, or instead), or the refusal.
+        lines = [self._shown(v)[0] for v in draft.shown[sent:]]
+        if not draft.shown:
+            lines = [NO_ANSWER]
+        for line in lines:
+            yield _token(line, sent)
+            sent += 1
         response = self._response(query, draft, usage)
         await self._store(query, response)
         yield sse_event("done", response.model_dump())
 
-    async def _check(self, text: str, n_sources: int, evidence: Evidence) -> list[Verdict]:
-        return await self.grounding.check(claims(text, n_sources), evidence)
+    async def _check(self, text: str, query: _Query, evidence: Evidence) -> list[Verdict]:
+        return await self.grounding.check(claims(text, len(query.sources)), evidence)
 
 
 def _answer_lines(response: QueryResponse) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -22,13 +23,39 @@ Vectors = npt.NDArray[np.float32]
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 
 
+_PRONOUNS: Final = frozenset({"it", "its", "they", "their", "this", "these", "that", "those", "he", "she"})
+
+
 @dataclass(frozen=True)
 class SourceSentence:
     n: int  # the source's number, as cited: [n]
     position: int  # order within its source
     text: str  # whitespace-normalised, verbatim otherwise
-    # The source's title, heading and previous sentence: what "It ..." refers to.
-    context: str
+    label: str  # the source's title and the heading above the sentence
+    antecedent: str  # the sentence before, when this one opens with a pronoun ("It ...")
+
+    @property
+    def context(self) -> str:
+        return " ".join(part for part in (self.label, self.antecedent) if part)
+
+    @property
+    def statement(self) -> str:
+        """What the sentence says, its pronoun resolved by the sentence before."""
+        return f"{self.antecedent} {self.text}" if self.antecedent else self.text
+
+    @property
+    def embedded(self) -> str:
+        """What is embedded: the sentence read in its context ("The LLM service: It runs ...")."""
+        return f"{self.context}: {self.text}" if self.context else self.text
+
+    @property
+    def opens_with_pronoun(self) -> bool:
+        return opens_with_pronoun(self.text)
+
+
+def opens_with_pronoun(text: str) -> bool:
+    words = text.split(maxsplit=1)
+    return bool(words) and words[0].casefold().strip(",") in _PRONOUNS
 
 
 def source_sentences(sources: list[Hit]) -> list[SourceSentence]:
@@ -40,8 +67,9 @@ def source_sentences(sources: list[Hit]) -> list[SourceSentence]:
             if is_heading(text):
                 heading, previous = text.lstrip("#").strip(), ""
                 continue
-            context = " ".join(part for part in (hit.title, heading, previous) if part)
-            found.append(SourceSentence(n, len(found), text, context))
+            antecedent = previous if opens_with_pronoun(text) else ""
+            label = " ".join(part for part in (hit.title, heading) if part)
+            found.append(SourceSentence(n, len(found), text, label, antecedent))
             previous = text
     return found
 

@@ -18,7 +18,6 @@ import numpy as np
 from services.rag.answer.evidence import SourceSentence, Vectors
 from services.rag.answer.verification import Verdict
 
-_PRONOUNS: Final = frozenset({"it", "its", "they", "this", "these", "that", "those", "he", "she"})
 # Headings and fragments ("Rate limits", "Yes.") say nothing on their own.
 _MIN_WORDS: Final = 4
 
@@ -72,7 +71,6 @@ def extract(
 def _antecedent(evidence: Sequence[SourceSentence], index: int) -> int | None:
     """The sentence before ``index`` in the same source, when ``index`` opens with a pronoun."""
     sentence = evidence[index]
-    first = sentence.text.split(maxsplit=1)[0].casefold().strip(",")
-    if first not in _PRONOUNS or index == 0 or evidence[index - 1].n != sentence.n:
+    if not sentence.opens_with_pronoun or index == 0 or evidence[index - 1].n != sentence.n:
         return None
     return index - 1

@@ -16,7 +16,7 @@ import numpy as np
 
 from services.rag.answer.evidence import SentenceVectors, SourceSentence, Vectors, source_sentences
 from services.rag.answer.extractive import ExtractPolicy, extract
-from services.rag.answer.key_terms import Vocabulary
+from services.rag.answer.key_terms import Vocabulary, content_coverage
 from services.rag.answer.verification import Claim, Verdict, VerifyPolicy, claims, verify
 from services.rag.retrieval.retriever import Hit
 
@@ -50,17 +50,31 @@ def relevance(sources: list[Hit]) -> float | None:
     return max(scores) if scores else None
 
 
+def question_coverage(question: str, sources: list[Hit]) -> float:
+    """Share of the question's content words that the sources use at all.
+
+    Embeddings place "What license is Quarry released under?" near any page about Quarry;
+    that no source says "license" is the plainer sign that none answers it.
+    """
+    return content_coverage(question, " ".join(f"{hit.title} {hit.text}" for hit in sources))
+
+
 class Grounding:
     def __init__(
-        self, vectors: SentenceVectors, verify_policy: VerifyPolicy, extract_policy: ExtractPolicy
+        self,
+        vectors: SentenceVectors,
+        verify_policy: VerifyPolicy,
+        extract_policy: ExtractPolicy,
+        anchor_sentences: int,
     ) -> None:
         self._vectors = vectors
         self.verify_policy = verify_policy
         self.extract_policy = extract_policy
+        self.anchor_sentences = anchor_sentences
 
     async def evidence(self, sources: list[Hit]) -> Evidence:
         sentences = source_sentences(sources)
-        vectors = await self._vectors.of([s.text for s in sentences])
+        vectors = await self._vectors.of([s.embedded for s in sentences])
         return Evidence(sentences, vectors, Vocabulary.of(s.text for s in sentences))
 
     def extractive(self, question: Vectors, evidence: Evidence) -> Draft:
@@ -89,18 +103,46 @@ class Grounding:
         checked = await self.check(claims(text, n_sources), evidence)
         return self.settle(checked, question, evidence, unsupported)
 
+    def anchors(self, question: Vectors, evidence: Evidence) -> tuple[int, ...]:
+        """Positions of the source sentences closest to the question.
+
+        Supported is not enough: a small model often restates a true sentence that does not
+        answer the question. A generated answer stands only when one of its sentences rests
+        on one of these; otherwise the quotes answer better.
+        """
+        if not evidence.sentences:
+            return ()
+        order = np.argsort(-(evidence.vectors @ question), kind="stable")[: self.anchor_sentences]
+        return tuple(evidence.sentences[i].position for i in order)
+
+    @staticmethod
+    def anchored(verdict: Verdict, anchors: tuple[int, ...]) -> bool:
+        return verdict.supported and verdict.evidence is not None and verdict.evidence.position in anchors
+
     def settle(
         self, checked: list[Verdict], question: Vectors, evidence: Evidence, unsupported: Unsupported
     ) -> Draft:
-        """What to show of checked sentences: all (``mark``), or the supported ones, else extract."""
+        """The generated sentences to show: all (``mark``), the supported ones when one of them is
+        anchored, or else the quotes (or no answer)."""
         if unsupported == "mark" and checked:
             return Draft(list(checked), "llm", 0, checked)
-        shown = [v for v in checked if v.supported]
-        if shown:
-            return Draft(shown, "llm", len(checked) - len(shown), checked)
-        fallback = self.extractive(question, evidence)
-        fallback.removed, fallback.checked = len(checked), checked
-        return fallback
+        anchors = self.anchors(question, evidence)
+        supported = [v for v in checked if v.supported]
+        quotes = self.extractive(question, evidence)
+        if any(self.anchored(v, anchors) for v in supported):
+            shown = supported + self.missing_quotes(supported, quotes, anchors)
+            return Draft(shown, "llm", len(checked) - len(supported), checked)
+        return Draft(quotes.shown, quotes.answered_by, len(checked), checked)
+
+    @staticmethod
+    def missing_quotes(shown: list[Verdict], quotes: Draft, anchors: tuple[int, ...]) -> list[Verdict]:
+        """The quotes, when no shown sentence rests on the source sentence closest to the
+        question: an answer that circles the question gets the sentence that answers it,
+        verbatim, after it."""
+        used = {v.evidence.position for v in shown if v.evidence is not None}
+        if not quotes.shown or not anchors or anchors[0] in used:
+            return []
+        return [q for q in quotes.shown if q.evidence is not None and q.evidence.position not in used]
 
 
 def as_vector(values: list[float]) -> Vectors:

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+import snowballstemmer
+
 # Function words: never names, and no evidence that a sentence came from a source.
 _STOPWORD_TEXT: Final = """
     a an and are as at be been but by can could did do does for from had has have he her his how i if
@@ -21,14 +23,42 @@ _STOPWORD_TEXT: Final = """
     then there these they this those to too up us very was we were what when where which while who whom
     why will with would you your yours also any all each may might must should only other over same some
     just about after again against because before being below between both during few further here once
-    out own under until am"""
+    out own under until am yes"""
 STOPWORDS: Final = frozenset(_STOPWORD_TEXT.split())
 _CODE_RE: Final = re.compile(r"`([^`]+)`")
 # Words with their inner dots, slashes, hyphens and underscores: "llama.cpp", "HTTP/2", "qk_".
 _TOKEN_RE: Final = re.compile(r"[^\W_](?:[\w.\-/]*[^\W_])?_*")
+# Words that turn a claim around: a sentence using one needs a source that uses it too.
+_POLARITY: Final = frozenset({"no", "not", "never", "none", "nothing", "only", "without", "always", "cannot"})
+# Units: "60 requests per second" is not "60 requests per minute".
+_UNITS: Final = frozenset(
+    {
+        "ms",
+        "millisecond",
+        "second",
+        "minute",
+        "hour",
+        "day",
+        "week",
+        "month",
+        "year",
+        "byte",
+        "kb",
+        "mb",
+        "gb",
+        "tb",
+        "kib",
+        "mib",
+        "gib",
+        "token",
+        "character",
+        "percent",
+    }
+)
 # Dotted abbreviations are words, not identifiers.
 _ABBREVIATIONS: Final = frozenset({"e.g", "i.e", "etc", "vs", "a.k.a"})
 _MARKER_RE: Final = re.compile(r"\[\d{1,3}\]")
+_NEGATED_RE: Final = re.compile(r"\w+n['’]t\b", re.IGNORECASE)
 
 
 def _fold(text: str) -> str:
@@ -40,18 +70,16 @@ def tokens(text: str) -> list[str]:
     return _TOKEN_RE.findall(_MARKER_RE.sub(" ", text.replace("`", " ")))
 
 
+_STEMMER: Final = snowballstemmer.stemmer("english")
+
+
 def stem(token: str) -> str:
-    """A light plural fold, so "clients" meets "client" and "keys" meets "key"."""
+    """The Snowball (Porter 2) stem of a word, so "stores" meets "stored"; other tokens folded."""
     word = _fold(token)
-    if not word.isalpha() or len(word) <= 3:
-        return word
-    if word.endswith("ies"):
-        return word[:-3] + "y"
-    if word.endswith(("ches", "shes", "sses", "xes")):
-        return word[:-2]
-    if word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
+    return str(_STEMMER.stemWord(word)) if word.isalpha() else word
+
+
+_UNIT_STEMS: Final = frozenset(stem(unit) for unit in _UNITS)
 
 
 def _is_identifier(token: str) -> bool:
@@ -89,22 +117,36 @@ def key_terms(sentence: str, vocabulary: Vocabulary) -> set[str]:
     ordinary word that starts the sentence ("Keys are ...").
     """
     terms = {" ".join(_fold(code).split()) for code in _CODE_RE.findall(sentence)}
+    if _NEGATED_RE.search(sentence):
+        terms.add("not")
     toks = tokens(sentence)
     for i, token in enumerate(toks):
         folded = _fold(token)
-        if _is_identifier(token):
+        if (
+            _is_identifier(token)
+            or folded in _POLARITY
+            or stem(folded) in _UNIT_STEMS
+            or (
+                token[:1].isupper()
+                and folded not in STOPWORDS
+                and (i > 0 or folded in vocabulary.names or not _known(folded, vocabulary))
+            )
+        ):
             terms.add(folded)
-        elif token[:1].isupper() and folded not in STOPWORDS:
-            sentence_start = i == 0
-            if not sentence_start or folded in vocabulary.names or stem(folded) not in vocabulary.stems:
-                terms.add(folded)
     return terms
+
+
+def _known(word: str, vocabulary: Vocabulary) -> bool:
+    """Whether the sources use the word (each part of a hyphenated one) in any case."""
+    return all(p in STOPWORDS or stem(p) in vocabulary.stems for p in word.split("-") if p)
 
 
 def missing_terms(terms: set[str], evidence: str) -> set[str]:
     """The terms not found in ``evidence``: code spans as substrings, others as tokens."""
     folded = " ".join(_fold(evidence).replace("`", " ").split())
     present = {_fold(t) for t in tokens(evidence)}
+    if _NEGATED_RE.search(evidence):
+        present.add("not")
     stems = {stem(t) for t in present}
     missing: set[str] = set()
     for term in terms:

@@ -20,11 +20,16 @@ from typing import Final
 
 import numpy as np
 
-from services.common.sentences import normalise_space, split_sentences
+from services.common.sentences import is_heading, normalise_space, split_sentences
 from services.rag.answer.evidence import SourceSentence, Vectors
 from services.rag.answer.key_terms import Vocabulary, content_coverage, key_terms, missing_terms
 
+# Bumped whenever the rules change, so cached answers checked by older rules are not served.
+RULES_VERSION: Final = 2
 _MARKER_RE: Final = re.compile(r"\s*\[(\d{1,3})\]")
+_MIN_WORDS: Final = 4
+# A phrase cut off before punctuation ("exposed by the, which"): not a statement.
+_BROKEN_RE: Final = re.compile(r"\b(the|a|an|and|or|of|by|with|which)\s*[,.;:!?]", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -51,14 +56,22 @@ class Verdict:
 
 
 def claims(answer: str, n_sources: int) -> list[Claim]:
-    """The answer's sentences, markers taken out and kept as citations (in range only)."""
-    found: list[Claim] = []
+    """The answer's statements, markers taken out and kept as citations (in range only).
+
+    Headings, fragments of fewer than ``_MIN_WORDS`` words, questions and lead-ins ending
+    in a colon state nothing to check or show (a small model echoes "# Running Quarry" or
+    "Question: ..."), and a repeated sentence is shown once.
+    """
+    found: dict[str, Claim] = {}
     for sentence in split_sentences(answer):
         cited = tuple(sorted({int(n) for n in _MARKER_RE.findall(sentence) if 1 <= int(n) <= n_sources}))
         text = normalise_space(_MARKER_RE.sub("", sentence))
-        if any(c.isalnum() for c in text):
-            found.append(Claim(text, cited))
-    return found
+        if is_heading(text) or len(text.split()) < _MIN_WORDS or text.endswith(("?", ":")):
+            continue
+        if text.casefold().startswith(("question:", "answer:", "sources:")) or _BROKEN_RE.search(text):
+            continue
+        found.setdefault(text.casefold(), Claim(text, cited))
+    return list(found.values())
 
 
 def verify(
@@ -80,10 +93,11 @@ def verify(
         if score < policy.min_similarity:
             break
         candidate = evidence[pool[rank]]
-        window = f"{candidate.context} {candidate.text}"
-        if missing_terms(terms, window):
+        # Names may come from the title or heading ("The Quarry gateway"); the claim's other
+        # words must come from what the sentence itself says.
+        if missing_terms(terms, f"{candidate.label} {candidate.statement}"):
             continue
-        if content_coverage(claim.text, window) < policy.min_coverage:
+        if content_coverage(claim.text, candidate.statement) < policy.min_coverage:
             continue
         return Verdict(claim.text, (candidate.n,), True, round(score, 4), candidate)
     best = evidence[pool[int(order[0])]]
