@@ -57,6 +57,7 @@ async def _prepare(args: argparse.Namespace, items: list[QAItem]) -> list[dict[s
             hits = [_hit(h) for h in (await rag.post("/v1/search", json=body)).json()["hits"]]
             evidence = source_sentences(hits)
             ev_vectors = await vectors.of([e.embedded for e in evidence])
+            plain = await vectors.of([e.text for e in evidence])
             question = (await vectors.of([item.question]))[0]
             numbers = {hit.doc_id: n for n, hit in reversed(list(enumerate(hits, start=1)))}
 
@@ -67,7 +68,7 @@ async def _prepare(args: argparse.Namespace, items: list[QAItem]) -> list[dict[s
                 ]
 
             references, negatives = claims_of(item.reference), claims_of(item.negatives)
-            claim_vectors = await vectors.of([c.text for c in references + negatives])
+            claim_vectors = await vectors.of([c.statement for c in references + negatives])
             rows.append(
                 {
                     "item": item,
@@ -77,6 +78,7 @@ async def _prepare(args: argparse.Namespace, items: list[QAItem]) -> list[dict[s
                     ),
                     "evidence": evidence,
                     "vectors": ev_vectors,
+                    "support": [ev_vectors, plain],
                     "question": question,
                     "vocabulary": Vocabulary.of(e.text for e in evidence),
                     "references": list(zip(references, claim_vectors[: len(references)], strict=True)),
@@ -141,16 +143,19 @@ def _shown(row: dict[str, Any], kind: str, policy: VerifyPolicy, top: int) -> li
     best = {row["evidence"][i].position for i in ranked}
     verdicts = []
     for claim, vector in row[kind]:
-        verdict = verify(claim, vector, row["evidence"], row["vectors"], row["vocabulary"], policy)
+        verdict = verify(claim, vector, row["evidence"], row["support"], row["vocabulary"], policy)
         verdicts.append((claim, verdict.supported, verdict.evidence))
     # The answer stands when one of its sentences rests on a source sentence close to the question.
-    on_topic = any(supported and evidence.position in best for _, supported, evidence in verdicts)
+    on_topic = any(
+        supported and evidence is not None and evidence.position in best
+        for _, supported, evidence in verdicts
+    )
     return [(claim, supported and on_topic) for claim, supported, _ in verdicts]
 
 
 def _verification(rows: list[dict[str, Any]]) -> None:
     print("verification: min_similarity min_coverage top | references shown | negatives shown")
-    grid = itertools.product((0.45, 0.5, 0.55), (0.5, 0.6), (1, 2, 3, 5, 100))
+    grid = itertools.product((0.45, 0.5, 0.55, 0.6), (0.5, 0.6), (3,))
     for similarity, coverage, top in grid:
         policy = VerifyPolicy(similarity, coverage)
         counts = {"references": [0, 0], "negatives": [0, 0]}
@@ -160,7 +165,9 @@ def _verification(rows: list[dict[str, Any]]) -> None:
                     tally[0] += shown
                     tally[1] += 1
         r, n = counts["references"], counts["negatives"]
-        print(f"  {similarity:.2f} {coverage:.2f} {top:3d} | {r[0]}/{r[1]} ({100 * r[0] / r[1]:.0f}%) | {n[0]}/{n[1]}")
+        print(
+            f"  {similarity:.2f} {coverage:.2f} {top:3d} | {r[0]}/{r[1]} ({100 * r[0] / r[1]:.0f}%) | {n[0]}/{n[1]}"
+        )
 
 
 def _failures(rows: list[dict[str, Any]], policy: VerifyPolicy, extract_policy: ExtractPolicy) -> None:
@@ -175,7 +182,7 @@ def _failures(rows: list[dict[str, Any]], policy: VerifyPolicy, extract_policy: 
     for row in rows:
         for kind, want in (("references", True), ("negatives", False)):
             for claim, vector in row[kind]:
-                verdict = verify(claim, vector, row["evidence"], row["vectors"], row["vocabulary"], policy)
+                verdict = verify(claim, vector, row["evidence"], row["support"], row["vocabulary"], policy)
                 if verdict.supported != want:
                     evidence = verdict.evidence.text if verdict.evidence else None
                     print(f"{kind[:3]} {verdict.score:.2f} {claim.text!r}\n      <- {evidence!r}")

@@ -149,7 +149,8 @@ class QueryService:
             query.timings["answer"] = _ms(mark)
             return Draft([], "none"), Usage()
         # The sources' sentences are embedded while the LLM writes.
-        evidence_task = asyncio.create_task(self.grounding.evidence(query.sources))
+        for_claims = query.mode != "extractive"
+        evidence_task = asyncio.create_task(self.grounding.evidence(query.sources, for_claims))
         try:
             completion = await self._generate(query)
         finally:
@@ -186,7 +187,8 @@ class QueryService:
         query = await self._prepare(request)
         if query.cached is not None:
             return self._replay(query)
-        evidence = await self.grounding.evidence(query.sources) if query.relevant else None
+        for_claims = query.mode != "extractive"
+        evidence = await self.grounding.evidence(query.sources, for_claims) if query.relevant else None
         stream: ChatStream | None = None
         if evidence is not None and query.mode != "extractive":
             messages, max_tokens = self._prompt(query)

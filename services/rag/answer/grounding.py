@@ -28,8 +28,15 @@ NO_ANSWER = "The documents don't answer this."
 @dataclass(frozen=True)
 class Evidence:
     sentences: list[SourceSentence]
-    vectors: Vectors
+    vectors: Vectors  # each sentence read in its context: for ranking against the question
     vocabulary: Vocabulary
+    # Each sentence alone, when claims are to be checked: a claim restating a sentence
+    # matches it better without the title and the sentence before.
+    plain: Vectors | None = None
+
+    @property
+    def support(self) -> list[Vectors]:
+        return [self.vectors] if self.plain is None else [self.vectors, self.plain]
 
 
 @dataclass
@@ -72,10 +79,17 @@ class Grounding:
         self.extract_policy = extract_policy
         self.anchor_sentences = anchor_sentences
 
-    async def evidence(self, sources: list[Hit]) -> Evidence:
+    async def evidence(self, sources: list[Hit], for_claims: bool = True) -> Evidence:
+        """The sources' sentences and vectors; ``for_claims`` adds what checking claims needs."""
         sentences = source_sentences(sources)
-        vectors = await self._vectors.of([s.embedded for s in sentences])
-        return Evidence(sentences, vectors, Vocabulary.of(s.text for s in sentences))
+        texts = [s.embedded for s in sentences]
+        if for_claims:
+            texts += [s.text for s in sentences]
+        vectors = await self._vectors.of(texts)
+        vocabulary = Vocabulary.of(s.text for s in sentences)
+        if not for_claims:
+            return Evidence(sentences, vectors, vocabulary)
+        return Evidence(sentences, vectors[: len(sentences)], vocabulary, vectors[len(sentences) :])
 
     def extractive(self, question: Vectors, evidence: Evidence) -> Draft:
         if not evidence.sentences:
@@ -87,14 +101,14 @@ class Grounding:
         """Verdicts for generated sentences, embedded in one call."""
         if not found:
             return []
-        vectors = await self._vectors.of([c.text for c in found])
+        vectors = await self._vectors.of([c.statement for c in found])
         return [self.check_one(c, v, evidence) for c, v in zip(found, vectors, strict=True)]
 
     def check_one(self, claim: Claim, vector: Vectors, evidence: Evidence) -> Verdict:
         if not evidence.sentences:
             return Verdict(claim.text, claim.cited, False, 0.0, None)
         return verify(
-            claim, vector, evidence.sentences, evidence.vectors, evidence.vocabulary, self.verify_policy
+            claim, vector, evidence.sentences, evidence.support, evidence.vocabulary, self.verify_policy
         )
 
     async def generated(

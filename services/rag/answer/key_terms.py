@@ -50,8 +50,6 @@ _UNITS: Final = frozenset(
         "kib",
         "mib",
         "gib",
-        "token",
-        "character",
         "percent",
     }
 )
@@ -165,3 +163,11 @@ def content_coverage(sentence: str, evidence: str) -> float:
         return 1.0
     present = {stem(t) for t in tokens(evidence)}
     return sum(w in present for w in words) / len(words)
+
+
+def polarity(text: str) -> set[str]:
+    """The polarity words of a text ("never", "only", "not" for any n't)."""
+    found = {_fold(t) for t in tokens(text) if _fold(t) in _POLARITY}
+    if _NEGATED_RE.search(text):
+        found.add("not")
+    return found

@@ -22,12 +22,14 @@ import numpy as np
 
 from services.common.sentences import is_heading, normalise_space, split_sentences
 from services.rag.answer.evidence import SourceSentence, Vectors
-from services.rag.answer.key_terms import Vocabulary, content_coverage, key_terms, missing_terms
+from services.rag.answer.key_terms import Vocabulary, content_coverage, key_terms, missing_terms, polarity
 
 # Bumped whenever the rules change, so cached answers checked by older rules are not served.
-RULES_VERSION: Final = 2
+RULES_VERSION: Final = 3
 _MARKER_RE: Final = re.compile(r"\s*\[(\d{1,3})\]")
 _MIN_WORDS: Final = 4
+_STRICT_COVERAGE: Final = 0.8
+_REPLY_RE: Final = re.compile(r"^(yes|no)\b[,.!]?\s*", re.IGNORECASE)
 # A phrase cut off before punctuation ("exposed by the, which"): not a statement.
 _BROKEN_RE: Final = re.compile(r"\b(the|a|an|and|or|of|by|with|which)\s*[,.;:!?]", re.IGNORECASE)
 
@@ -44,6 +46,12 @@ class Claim:
 
     text: str
     cited: tuple[int, ...]
+
+    @property
+    def statement(self) -> str:
+        """What is checked: "No, the files come from a package." states the files' origin;
+        its "No" answers the question, and no source says it."""
+        return _REPLY_RE.sub("", self.text, count=1) or self.text
 
 
 @dataclass(frozen=True)
@@ -78,15 +86,19 @@ def verify(
     claim: Claim,
     vector: Vectors,
     evidence: Sequence[SourceSentence],
-    evidence_vectors: Vectors,
+    evidence_vectors: Sequence[Vectors],
     vocabulary: Vocabulary,
     policy: VerifyPolicy,
 ) -> Verdict:
+    """The claim's verdict; ``evidence_vectors`` are one or more embeddings of the evidence
+    (the sentence alone, the sentence in its context), and the closer one counts."""
     pool = [i for i, e in enumerate(evidence) if not claim.cited or e.n in claim.cited]
     if not pool:
         return Verdict(claim.text, claim.cited, False, 0.0, None)
-    similarities = evidence_vectors[pool] @ vector
-    terms = key_terms(claim.text, vocabulary)
+    similarities = np.max([vectors[pool] @ vector for vectors in evidence_vectors], axis=0)
+    statement = claim.statement
+    terms = key_terms(statement, vocabulary)
+    claim_polarity = polarity(statement)
     order = np.argsort(-similarities, kind="stable")
     for rank in order:
         score = float(similarities[rank])
@@ -97,7 +109,13 @@ def verify(
         # words must come from what the sentence itself says.
         if missing_terms(terms, f"{candidate.label} {candidate.statement}"):
             continue
-        if content_coverage(claim.text, candidate.statement) < policy.min_coverage:
+        # A source that says "only" or "never" where the claim does not is easy to contradict
+        # with shared words ("stored as plain text" against "only as salted hashes, never as
+        # the secret"): then the claim must use the source's words throughout.
+        needed = policy.min_coverage
+        if polarity(candidate.statement) - claim_polarity:
+            needed = max(needed, _STRICT_COVERAGE)
+        if content_coverage(statement, candidate.statement) < needed:
             continue
         return Verdict(claim.text, (candidate.n,), True, round(score, 4), candidate)
     best = evidence[pool[int(order[0])]]

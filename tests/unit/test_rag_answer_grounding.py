@@ -1,0 +1,163 @@
+"""What an answer shows, as pure logic over given vectors: claims, quotes, verification, settling.
+
+The vectors here are hand-made unit vectors; the real embedder's judgement of meaning is
+tested against the running embedder in tests/integration/test_rag_answer_verification.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from services.rag.answer.evidence import SentenceVectors, SourceSentence, Vectors, source_sentences
+from services.rag.answer.extractive import ExtractPolicy, extract
+from services.rag.answer.grounding import Evidence, Grounding
+from services.rag.answer.key_terms import Vocabulary
+from services.rag.answer.verification import Claim, VerifyPolicy, claims, verify
+from services.rag.retrieval.retriever import Hit
+
+TEXTS = [
+    "The gateway is the only public door into Quarry.",
+    "It listens on port 8100 by default and forwards questions to the rag service.",
+    "Keys are stored in Redis only as salted hashes.",
+    "The embedder serves vectors of 384 dimensions on port 8101.",
+]
+
+
+def _unit(*weights: float) -> Vectors:
+    vector = np.zeros(8, dtype=np.float32)
+    vector[: len(weights)] = weights
+    return vector / np.linalg.norm(vector)
+
+
+def _evidence() -> Evidence:
+    sentences = [
+        SourceSentence(1, 0, TEXTS[0], "The Quarry gateway", ""),
+        SourceSentence(1, 1, TEXTS[1], "The Quarry gateway", TEXTS[0]),
+        SourceSentence(2, 2, TEXTS[2], "API keys", ""),
+        SourceSentence(3, 3, TEXTS[3], "The embedder", ""),
+    ]
+    vectors = np.vstack([_unit(1, 0.2), _unit(0.3, 1), _unit(0, 0, 1), _unit(0, 0, 0, 1)])
+    return Evidence(sentences, vectors, Vocabulary.of(TEXTS))
+
+
+async def _no_embedder(texts: list[str]) -> list[list[float]]:
+    raise AssertionError("not called in these tests")
+
+
+def _grounding() -> Grounding:
+    return Grounding(SentenceVectors(_no_embedder, 0), VerifyPolicy(0.5, 0.5), ExtractPolicy(0.45, 0.04), 2)
+
+
+def test_claims_drop_markers_headings_questions_fragments_and_repeats() -> None:
+    text = (
+        "# Running Quarry [1]\nThe gateway listens on port 8100 [1]. The gateway listens on port 8100. "
+        "Question: what port? The LLM service is exposed by the, which uses. Yes. It runs llama.cpp on a CPU [2][9]."
+    )
+    assert claims(text, 3) == [
+        Claim("The gateway listens on port 8100.", (1,)),
+        Claim("It runs llama.cpp on a CPU.", (2,)),
+    ]
+
+
+def test_source_sentences_keep_headings_as_labels_and_resolve_pronouns() -> None:
+    hit = Hit(
+        "c1", "gateway.md", 0, f"# The gateway\n\n{TEXTS[0]} {TEXTS[1]}", "The Quarry gateway", "g", {}, 1.0
+    )
+    found = source_sentences([hit])
+    assert [s.text for s in found] == TEXTS[:2]
+    assert found[1].label == "The Quarry gateway The gateway" and found[1].antecedent == TEXTS[0]
+    assert found[1].statement == f"{TEXTS[0]} {TEXTS[1]}"
+    assert found[0].antecedent == ""
+
+
+def test_a_claim_needs_meaning_and_every_specific_of_one_source_sentence() -> None:
+    evidence = _evidence()
+    policy = VerifyPolicy(0.5, 0.5)
+    near_port = _unit(0.3, 1, 0.1)
+
+    def check(text: str, cited: tuple[int, ...] = ()) -> bool:
+        verdict = verify(
+            Claim(text, cited), near_port, evidence.sentences, evidence.support, evidence.vocabulary, policy
+        )
+        return verdict.supported
+
+    assert check("The gateway listens on port 8100 by default.")
+    assert not check("The gateway listens on port 8102 by default.")  # a wrong number
+    assert not check("The gateway forwards questions to the LLM service.")  # a wrong name
+    assert not check("The gateway listens on port 8100 by default.", cited=(2,))  # cites the wrong source
+    off_topic = verify(
+        Claim("Bananas grow in warm places.", ()),
+        _unit(0, 0, 0, 0, 1),
+        evidence.sentences,
+        evidence.support,
+        evidence.vocabulary,
+        policy,
+    )
+    assert not off_topic.supported and off_topic.score < 0.5
+
+
+def test_verified_citations_point_at_the_supporting_source() -> None:
+    evidence = _evidence()
+    verdict = verify(
+        Claim("It listens on port 8100.", ()),
+        _unit(0.3, 1),
+        evidence.sentences,
+        evidence.support,
+        evidence.vocabulary,
+        VerifyPolicy(0.5, 0.5),
+    )
+    assert verdict.supported and verdict.citations == (1,) and verdict.evidence is not None
+    assert verdict.evidence.text == TEXTS[1]
+
+
+def test_quotes_are_the_closest_sentences_in_source_order_with_their_antecedent() -> None:
+    evidence = _evidence()
+    quoted = extract(_unit(0.3, 1), evidence.sentences, evidence.vectors, ExtractPolicy(0.45, 0.04))
+    assert [v.text for v in quoted] == TEXTS[:2]  # "It listens ..." brings its subject
+    assert all(v.supported and v.citations == (1,) for v in quoted)
+    assert extract(_unit(0, 0, 0, 0, 1), evidence.sentences, evidence.vectors, ExtractPolicy(0.45)) == []
+
+
+def test_settling_shows_anchored_sentences_else_quotes_else_nothing() -> None:
+    grounding = _grounding()
+    evidence = _evidence()
+    question = _unit(0.3, 1)
+    on_topic = verify(
+        Claim("The gateway listens on port 8100.", ()),
+        question,
+        evidence.sentences,
+        evidence.support,
+        evidence.vocabulary,
+        VerifyPolicy(0.5, 0.5),
+    )
+    wrong = verify(
+        Claim("The gateway listens on port 8102.", ()),
+        question,
+        evidence.sentences,
+        evidence.support,
+        evidence.vocabulary,
+        VerifyPolicy(0.5, 0.5),
+    )
+    aside = verify(
+        Claim("Keys are stored in Redis as salted hashes.", ()),
+        _unit(0, 0, 1),
+        evidence.sentences,
+        evidence.support,
+        evidence.vocabulary,
+        VerifyPolicy(0.5, 0.5),
+    )
+    assert on_topic.supported and not wrong.supported and aside.supported
+
+    draft = grounding.settle([on_topic, wrong], question, evidence, "remove")
+    assert draft.answered_by == "llm" and draft.shown == [on_topic] and draft.removed == 1
+
+    # True, but not what was asked: the quotes answer instead.
+    draft = grounding.settle([aside], question, evidence, "remove")
+    assert draft.answered_by == "extractive" and [v.text for v in draft.shown] == TEXTS[:2]
+    assert draft.removed == 1
+
+    draft = grounding.settle([wrong], question, evidence, "mark")
+    assert draft.answered_by == "llm" and draft.shown == [wrong]
+
+    far = _unit(0, 0, 0, 0, 1)
+    assert grounding.settle([wrong], far, evidence, "remove").answered_by == "none"

@@ -1,0 +1,56 @@
+"""The specifics a supported sentence must share with its source: numbers, identifiers, code,
+names, polarity and units."""
+
+from __future__ import annotations
+
+from services.rag.answer.key_terms import Vocabulary, content_coverage, key_terms, missing_terms
+
+SOURCES = [
+    "The gateway is the only public door into Quarry.",
+    "It listens on port 8100 by default and forwards questions to the rag service over HTTP/2.",
+    "On a CPU it runs llama.cpp with the SmolLM2-135M-Instruct model; on a GPU it runs vLLM.",
+    "Keys are stored in Redis only as salted hashes.",
+    "Each key has its own rate limit, such as 60 requests per minute.",
+    "Every request carries a key in the `Authorization: Bearer qk_...` header.",
+]
+VOCABULARY = Vocabulary.of(SOURCES)
+
+
+def test_numbers_identifiers_code_and_names_are_key_terms() -> None:
+    terms = key_terms(
+        "It runs llama.cpp and SmolLM2-135M-Instruct on port 8102 under `qk_...` in Redis.", VOCABULARY
+    )
+    assert {"llama.cpp", "smollm2-135m-instruct", "8102", "qk_...", "redis"} <= terms
+    assert "runs" not in terms and "port" not in terms
+
+
+def test_a_capitalised_first_word_is_a_name_only_when_the_sources_say_so() -> None:
+    assert key_terms("Keys are salted.", VOCABULARY) == set()  # an ordinary word starting a sentence
+    assert "redis" in key_terms("Redis stores the keys.", VOCABULARY)  # a name the sources capitalise
+    assert "kafka" in key_terms("Kafka stores the keys.", VOCABULARY)  # a word the sources never use
+    assert key_terms("Yes, per-key limits exist.", VOCABULARY) == set()
+
+
+def test_polarity_and_units_must_match() -> None:
+    assert "never" in key_terms("Keys are never stored.", VOCABULARY)
+    assert "not" in key_terms("Keys aren't stored.", VOCABULARY)
+    assert "second" in key_terms("Each key gets 60 requests per second.", VOCABULARY)
+    assert missing_terms({"60", "second"}, SOURCES[4]) == {"second"}
+    assert missing_terms({"60", "minutes"}, SOURCES[4]) == set()  # stems meet
+
+
+def test_missing_terms_finds_a_wrong_port_and_a_wrong_name() -> None:
+    evidence = f"{SOURCES[0]} {SOURCES[1]}"
+    assert missing_terms(key_terms("The gateway listens on port 8102.", VOCABULARY), evidence) == {"8102"}
+    wrong_hop = key_terms("The gateway forwards questions to the LLM service.", VOCABULARY)
+    assert missing_terms(wrong_hop, evidence) == {"llm"}
+    assert missing_terms(key_terms("The gateway speaks `HTTP/2`.", VOCABULARY), evidence) == set()
+    code = key_terms("Each request carries `Authorization: Bearer qk_...`.", VOCABULARY)
+    assert missing_terms(code, SOURCES[5]) == set()
+    assert missing_terms(code, SOURCES[3]) == code
+
+
+def test_content_coverage_counts_stems() -> None:
+    assert content_coverage("Keys are stored as salted hashes.", SOURCES[3]) == 1.0
+    assert content_coverage("Keys are stored as plain text.", SOURCES[3]) == 0.5
+    assert content_coverage("It is.", "anything") == 1.0
