@@ -71,7 +71,7 @@ class RagSettings(ServiceSettings):
         description="Generated sentences no source supports: removed, or kept and marked supported=false.",
     )
     support_min_similarity: float = Field(
-        0.55, description="Least cosine between a generated sentence and the source sentence supporting it."
+        0.5, description="Least cosine between a generated sentence and the source sentence supporting it."
     )
     support_min_coverage: float = Field(
         0.5, description="Least share of a generated sentence's content words found in its support."
