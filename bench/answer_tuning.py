@@ -105,7 +105,7 @@ def _extractive(rows: list[dict[str, Any]]) -> None:
     )
     results = []
     for gate, floor, margin, covered in itertools.product(
-        (0.15, 0.2, 0.25, 0.3, 0.35), (0.45, 0.5, 0.55, 0.6), (0.04,), (0.4, 0.5, 0.6)
+        (0.2,), (0.3, 0.35, 0.4, 0.45), (0.04, 0.08), (0.4, 0.5, 0.6)
     ):
         policy = ExtractPolicy(floor, margin)
         inside = outside = inside_ok = outside_ok = 0

@@ -88,10 +88,10 @@ class RagSettings(ServiceSettings):
         0.5, description="Least share of the question's content words the passages use; below it, no answer."
     )
     extract_min_relevance: float = Field(
-        0.45, description="Least cosine between the question and a quoted sentence; below it, no answer."
+        0.35, description="Least cosine between the question and a quoted sentence; below it, no answer."
     )
     extract_margin: float = Field(
-        0.04, description="Quoted sentences after the best score within this much of it (three at most)."
+        0.08, description="Quoted sentences after the best score within this much of it (three at most)."
     )
     sentence_cache_size: int = Field(
         20_000, description="Source-sentence vectors kept in memory (384 floats each for MiniLM)."
