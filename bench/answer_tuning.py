@@ -80,7 +80,7 @@ async def _prepare(args: argparse.Namespace, items: list[QAItem]) -> list[dict[s
                     "vectors": ev_vectors,
                     "support": [ev_vectors, plain],
                     "question": question,
-                    "vocabulary": Vocabulary.of(e.text for e in evidence),
+                    "vocabulary": Vocabulary.of((e.text for e in evidence), {e.label for e in evidence}),
                     "references": list(zip(references, claim_vectors[: len(references)], strict=True)),
                     "negatives": list(zip(negatives, claim_vectors[len(references) :], strict=True)),
                 }
@@ -155,9 +155,9 @@ def _shown(row: dict[str, Any], kind: str, policy: VerifyPolicy, top: int) -> li
 
 def _verification(rows: list[dict[str, Any]]) -> None:
     print("verification: min_similarity min_coverage top | references shown | negatives shown")
-    grid = itertools.product((0.45, 0.5, 0.55, 0.6), (0.5, 0.6), (3,))
-    for similarity, coverage, top in grid:
-        policy = VerifyPolicy(similarity, coverage)
+    grid = itertools.product((0.45, 0.5, 0.55), (0.5, 0.6), (3,), (0, 1, 2, 99))
+    for similarity, coverage, top, foreign in grid:
+        policy = VerifyPolicy(similarity, coverage, foreign)
         counts = {"references": [0, 0], "negatives": [0, 0]}
         for row in rows:
             for kind, tally in counts.items():

@@ -53,7 +53,11 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
         )
         grounding = Grounding(
             SentenceVectors(retrieval.embed_many, settings.sentence_cache_size),
-            VerifyPolicy(settings.support_min_similarity, settings.support_min_coverage),
+            VerifyPolicy(
+                settings.support_min_similarity,
+                settings.support_min_coverage,
+                settings.support_max_foreign_words,
+            ),
             ExtractPolicy(settings.extract_min_relevance, settings.extract_margin),
             settings.anchor_sentences,
         )

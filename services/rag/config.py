@@ -81,6 +81,10 @@ class RagSettings(ServiceSettings):
         description="A generated answer is shown only when one of its sentences rests on one of the N "
         "source sentences closest to the question; else source quotes answer.",
     )
+    support_max_foreign_words: int = Field(
+        1,
+        description="Most words of a generated sentence that the sources use elsewhere but its support does not.",
+    )
     min_relevance: float = Field(
         0.2, description="Least cosine between the question and the best passage; below it, no answer."
     )

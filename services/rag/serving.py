@@ -126,6 +126,7 @@ class QueryService:
                 query.unsupported,
                 verify.min_similarity,
                 verify.min_coverage,
+                verify.max_foreign,
                 self.settings.min_relevance,
                 self.settings.min_question_coverage,
                 extract.min_relevance,

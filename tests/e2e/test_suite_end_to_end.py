@@ -9,8 +9,11 @@ import pytest
 
 from ingest.config import IngestSettings
 from ingest.runner import ingest_path
+from services.cli.answer_eval import load_qa, score
 from services.cli.suite import Suite
 from tests.conftest import KeyFactory
+
+QA = Path(__file__).resolve().parents[2] / "examples" / "qa" / "docs_qa.jsonl"
 
 QUESTION = "What HTTP status does a client over its rate limit receive, and with which header?"
 
@@ -47,6 +50,34 @@ async def test_question_is_answered_with_citation_then_cached(
         assert second.json()["cached"] is True
         assert second.json()["answer"] == answer["answer"]
         assert second.json()["request_id"] != answer["request_id"]
+
+
+# A handful of the QA set's test questions, asked as an app would: facts are checked, and
+# out-of-scope questions must get no made-up answer.
+FACT_CHECKS = [
+    "gateway-port",
+    "rate-limit-exceeded",
+    "llm-runtime",
+    "embedder-model",
+    "capital-france",
+    "license",
+]
+
+
+@pytest.mark.parametrize("item_id", FACT_CHECKS)
+async def test_answers_state_the_documents_facts_or_abstain(
+    suite: Suite, examples_collection: str, make_key: KeyFactory, item_id: str
+) -> None:
+    item = next(i for i in load_qa(QA) if i.id == item_id)
+    key = await make_key()
+    async with httpx.AsyncClient(base_url=suite.url("gateway"), timeout=300) as client:
+        body = {"question": item.question, "collection": examples_collection}
+        response = await client.post("/v1/query", json=body, headers={"authorization": f"Bearer {key}"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert score(item, answer).correct, (item.question, answer["answer"])
+    assert answer["safety"]["grounded"] is True
+    assert all(s["supported"] for s in answer["answer_sentences"])
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ import pytest
 
 from ingest.config import IngestSettings
 from ingest.runner import ingest_path
-from services.cli.suite import Suite
 from services.cli.answer_eval import load_qa
+from services.cli.suite import Suite
 from services.common.http_client import create_http2_client
 from services.rag import rag_metrics
 

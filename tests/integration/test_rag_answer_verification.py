@@ -41,7 +41,7 @@ def grounding(embeddings: EmbeddingsClient) -> Grounding:
     s = RagSettings()  # the shipped thresholds
     return Grounding(
         SentenceVectors(embeddings.embed, 10_000),
-        VerifyPolicy(s.support_min_similarity, s.support_min_coverage),
+        VerifyPolicy(s.support_min_similarity, s.support_min_coverage, s.support_max_foreign_words),
         ExtractPolicy(s.extract_min_relevance, s.extract_margin),
         s.anchor_sentences,
     )
@@ -78,6 +78,7 @@ async def _check(grounding: Grounding, evidence: Evidence, text: str, cited: tup
     [
         "The gateway listens on port 8102 by default.",  # the wrong port
         "The embedder serves on port 8102.",
+        "The embedder service runs on port 8102, which is a server-to-server connection to the LLM.",
         "The gateway forwards questions to the LLM service over HTTP/2.",  # the wrong service
         "On a CPU the LLM service runs SmolLM2-360M-Instruct in GGUF format.",  # the wrong model
         "The embedder runs the all-mpnet-base-v2 sentence-transformers model.",

@@ -86,7 +86,7 @@ class Grounding:
         if for_claims:
             texts += [s.text for s in sentences]
         vectors = await self._vectors.of(texts)
-        vocabulary = Vocabulary.of(s.text for s in sentences)
+        vocabulary = Vocabulary.of((s.text for s in sentences), {s.label for s in sentences})
         if not for_claims:
             return Evidence(sentences, vectors, vocabulary)
         return Evidence(sentences, vectors[: len(sentences)], vocabulary, vectors[len(sentences) :])

@@ -94,17 +94,23 @@ class Vocabulary:
     """What the sources as a whole say about names: which capitalised words are names."""
 
     names: frozenset[str]  # folded words written capitalised mid-sentence somewhere
-    stems: frozenset[str]  # every word, folded and plural-folded
+    stems: frozenset[str]  # every word, stemmed
+    # Stems of the words in the sources' titles and headings: what the sources are about
+    # ("gateway", "embedder", "cache").
+    subjects: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, texts: Iterable[str]) -> Vocabulary:
+    def of(cls, texts: Iterable[str], labels: Iterable[str] = ()) -> Vocabulary:
         names: set[str] = set()
         words: set[str] = set()
         for text in texts:
             toks = tokens(text)
             words.update(_fold(t) for t in toks)
             names.update(_fold(t) for t in toks[1:] if t[:1].isupper())
-        return cls(frozenset(names), frozenset(stem(w) for w in words))
+        subjects: set[str] = set()
+        for label in labels:
+            subjects |= content_stems(label)
+        return cls(frozenset(names), frozenset(stem(w) for w in words), frozenset(subjects))
 
 
 def key_terms(sentence: str, vocabulary: Vocabulary) -> set[str]:
@@ -154,6 +160,20 @@ def missing_terms(terms: set[str], evidence: str) -> set[str]:
         elif term not in present and stem(term) not in stems:
             missing.add(term)
     return missing
+
+
+def content_stems(text: str) -> set[str]:
+    return {stem(t) for t in tokens(text) if _fold(t) not in STOPWORDS}
+
+
+def foreign_words(sentence: str, evidence: str, vocabulary: Vocabulary) -> set[str]:
+    """The sentence's subject words (from the sources' titles and headings) this evidence lacks.
+
+    Such a word usually names the wrong thing: "The embedder runs on port 8102" read against
+    the LLM service's "... endpoint on port 8102 ...". Other words are more often paraphrase
+    ("entry point" for "door"), and are left to the coverage test.
+    """
+    return (content_stems(sentence) & vocabulary.subjects) - content_stems(evidence)
 
 
 def content_coverage(sentence: str, evidence: str) -> float:

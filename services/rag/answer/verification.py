@@ -22,10 +22,17 @@ import numpy as np
 
 from services.common.sentences import is_heading, normalise_space, split_sentences
 from services.rag.answer.evidence import SourceSentence, Vectors
-from services.rag.answer.key_terms import Vocabulary, content_coverage, key_terms, missing_terms, polarity
+from services.rag.answer.key_terms import (
+    Vocabulary,
+    content_coverage,
+    foreign_words,
+    key_terms,
+    missing_terms,
+    polarity,
+)
 
 # Bumped whenever the rules change, so cached answers checked by older rules are not served.
-RULES_VERSION: Final = 3
+RULES_VERSION: Final = 5
 _MARKER_RE: Final = re.compile(r"\s*\[(\d{1,3})\]")
 _MIN_WORDS: Final = 4
 _STRICT_COVERAGE: Final = 0.8
@@ -38,6 +45,7 @@ _BROKEN_RE: Final = re.compile(r"\b(the|a|an|and|or|of|by|with|which)\s*[,.;:!?]
 class VerifyPolicy:
     min_similarity: float
     min_coverage: float
+    max_foreign: int = 1
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,10 @@ def verify(
         candidate = evidence[pool[rank]]
         # Names may come from the title or heading ("The Quarry gateway"); the claim's other
         # words must come from what the sentence itself says.
-        if missing_terms(terms, f"{candidate.label} {candidate.statement}"):
+        window = f"{candidate.label} {candidate.statement}"
+        if missing_terms(terms, window):
+            continue
+        if len(foreign_words(statement, window, vocabulary)) > policy.max_foreign:
             continue
         # A source that says "only" or "never" where the claim does not is easy to contradict
         # with shared words ("stored as plain text" against "only as salted hashes, never as
