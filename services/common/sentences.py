@@ -49,7 +49,7 @@ def closed_length(text: str) -> int:
     The last sentence may still grow, so a stream holds it back until another begins.
     """
     pieces = list(sentencex.segment("en", text))
-    if "".join(pieces) != text:  # no exact offsets: wait for the end of the text
+    if not pieces or "".join(pieces) != text:  # no exact offsets: wait for the end of the text
         return 0
     starts = [0]
     for piece in pieces[:-1]:

@@ -58,3 +58,35 @@ def test_a_markdown_heading_is_a_sentence_of_its_own() -> None:
 )
 def test_a_growing_text_releases_only_finished_sentences(text: str, closed: str) -> None:
     assert text[: closed_length(text)] == closed
+
+
+def test_hostile_text_never_breaks_the_segmenter_or_the_checks() -> None:
+    """Random, truncated, huge and mis-encoded text: every function answers, nothing raises."""
+    import random
+
+    from services.rag.answer.key_terms import Vocabulary, content_coverage, key_terms, missing_terms
+    from services.rag.answer.verification import claims
+
+    rng = random.Random(7)
+    alphabet = "aZ09 .,;:!?[]`#_-/\n\t\u00e9\u6771\u202e\ufffd\x00" + "".join(
+        chr(c) for c in range(0x370, 0x380)
+    )
+    samples = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 400))) for _ in range(200)]
+    samples += [
+        "word " * 50_000,  # huge
+        "[1]" * 5_000,
+        "`" * 10_001,
+        "e.g. " * 2_000,
+        "# " * 3_000,
+        b"caf\xe9 qk_\xff\xfe".decode("utf-8", errors="replace"),  # mis-encoded
+        "The gateway listens on port 81",  # truncated mid-number
+    ]
+    vocabulary = Vocabulary.of(samples[:20])
+    for text in samples:
+        sentences = split_sentences(text)
+        assert all(s == s.strip() and s for s in sentences)
+        assert 0 <= closed_length(text) <= len(text)
+        for claim in claims(text, 3):
+            terms = key_terms(claim.text, vocabulary)
+            assert missing_terms(terms, claim.text) <= terms
+            assert 0.0 <= content_coverage(claim.text, text) <= 1.0
