@@ -130,17 +130,15 @@ def _first_token_ms(client: httpx.Client, body: dict[str, Any]) -> float:
     return first if first is not None else (time.perf_counter() - started) * 1000
 
 
+def _client(target: dict[str, str]) -> httpx.Client:
+    headers = {"authorization": f"Bearer {target['key']}"}
+    return httpx.Client(base_url=target["url"], headers=headers, timeout=300)
+
+
 def run(new: dict[str, str], base: dict[str, str], questions: list[str], collection: str) -> None:
     series = {name: Series() for name in ("search", "extractive", "added", "generate", "baseline", "ratio")}
     ttft = {"new": Series(), "baseline": Series()}
-    with (
-        httpx.Client(
-            base_url=new["url"], headers={"authorization": f"Bearer {new['key']}"}, timeout=300
-        ) as ours,
-        httpx.Client(
-            base_url=base["url"], headers={"authorization": f"Bearer {base['key']}"}, timeout=300
-        ) as theirs,
-    ):
+    with _client(new) as ours, _client(base) as theirs:
         for i, question in enumerate(questions):
             ask = {"question": question, "collection": collection}
             steps = ["ours", "theirs"] if i % 2 == 0 else ["theirs", "ours"]

@@ -165,9 +165,8 @@ def _verification(rows: list[dict[str, Any]]) -> None:
                     tally[0] += shown
                     tally[1] += 1
         r, n = counts["references"], counts["negatives"]
-        print(
-            f"  {similarity:.2f} {coverage:.2f} {top:3d} | {r[0]}/{r[1]} ({100 * r[0] / r[1]:.0f}%) | {n[0]}/{n[1]}"
-        )
+        shares = f"{r[0]}/{r[1]} ({100 * r[0] / r[1]:.0f}%) | {n[0]}/{n[1]}"
+        print(f"  {similarity:.2f} {coverage:.2f} {top:3d} | {shares}")
 
 
 def _failures(rows: list[dict[str, Any]], policy: VerifyPolicy, extract_policy: ExtractPolicy) -> None:

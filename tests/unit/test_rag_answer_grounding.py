@@ -51,7 +51,8 @@ def _grounding() -> Grounding:
 def test_claims_drop_markers_headings_questions_fragments_and_repeats() -> None:
     text = (
         "# Running Quarry [1]\nThe gateway listens on port 8100 [1]. The gateway listens on port 8100. "
-        "Question: what port? The LLM service is exposed by the, which uses. Yes. It runs llama.cpp on a CPU [2][9]."
+        "Question: what port? The LLM service is exposed by the, which uses. Yes. "
+        "It runs llama.cpp on a CPU [2][9]."
     )
     assert claims(text, 3) == [
         Claim("The gateway listens on port 8100.", (1,)),
