@@ -104,8 +104,8 @@ def _extractive(rows: list[dict[str, Any]]) -> None:
         "extractive: min_relevance extract_min_relevance margin | in-scope correct | out-of-scope abstained"
     )
     results = []
-    for gate, floor, margin, covered in itertools.product(
-        (0.2,), (0.3, 0.35, 0.4, 0.45), (0.04, 0.08), (0.4, 0.5, 0.6)
+    for gate, floor, margin, covered, weight in itertools.product(
+        (0.2,), (0.45, 0.5, 0.55, 0.6), (0.04, 0.08), (0.5,), (0.2, 0.3, 0.4, 0.5)
     ):
         policy = ExtractPolicy(floor, margin)
         inside = outside = inside_ok = outside_ok = 0
@@ -113,7 +113,11 @@ def _extractive(rows: list[dict[str, Any]]) -> None:
             item: QAItem = row["item"]
             answer = None
             if row["relevance"] >= gate and row["coverage"] >= covered:
-                quoted = extract(row["question"], row["evidence"], row["vectors"], policy)
+                shares = [
+                    content_coverage(item.question, f"{e.label} {e.statement}") for e in row["evidence"]
+                ]
+                boost = weight * np.array(shares, dtype=np.float32)
+                quoted = extract(row["question"], row["evidence"], row["vectors"], policy, boost)
                 answer = " ".join(v.text for v in quoted) or None
             ok = _correct(item, answer)
             if item.in_scope:
@@ -126,15 +130,15 @@ def _extractive(rows: list[dict[str, Any]]) -> None:
                 gate,
                 floor,
                 margin,
-                covered,
+                weight,
                 inside_ok,
                 inside,
                 outside_ok,
                 outside,
             )
         )
-    for _, gate, floor, margin, covered, a, b, c, d in sorted(results, reverse=True)[:15]:
-        print(f"  {gate:.2f} {floor:.2f} {margin:.2f} {covered:.2f} | {a}/{b} | {c}/{d}")
+    for _, gate, floor, margin, weight, a, b, c, d in sorted(results, reverse=True)[:15]:
+        print(f"  {gate:.2f} {floor:.2f} {margin:.2f} {weight:.2f} | {a}/{b} | {c}/{d}")
 
 
 def _shown(row: dict[str, Any], kind: str, policy: VerifyPolicy, top: int) -> list[tuple[Claim, bool]]:

@@ -58,7 +58,9 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
                 settings.support_min_coverage,
                 settings.support_max_foreign_words,
             ),
-            ExtractPolicy(settings.extract_min_relevance, settings.extract_margin),
+            ExtractPolicy(
+                settings.extract_min_relevance, settings.extract_margin, settings.extract_lexical_weight
+            ),
             settings.anchor_sentences,
         )
         app.state.query_service = QueryService(

@@ -82,8 +82,9 @@ class RagSettings(ServiceSettings):
         "source sentences closest to the question; else source quotes answer.",
     )
     support_max_foreign_words: int = Field(
-        1,
-        description="Most words of a generated sentence that the sources use elsewhere but its support does not.",
+        0,
+        description="Most subject words (from the sources' titles and headings) a generated sentence "
+        "may use that its support lacks.",
     )
     min_relevance: float = Field(
         0.2, description="Least cosine between the question and the best passage; below it, no answer."
@@ -92,7 +93,11 @@ class RagSettings(ServiceSettings):
         0.5, description="Least share of the question's content words the passages use; below it, no answer."
     )
     extract_min_relevance: float = Field(
-        0.35, description="Least cosine between the question and a quoted sentence; below it, no answer."
+        0.55,
+        description="Least score (cosine plus the lexical boost) of a quoted sentence; below it, no answer.",
+    )
+    extract_lexical_weight: float = Field(
+        0.4, description="Weight of the share of the question's words a sentence uses, added to its cosine."
     )
     extract_margin: float = Field(
         0.08, description="Quoted sentences after the best score within this much of it (three at most)."

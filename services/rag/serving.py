@@ -24,6 +24,7 @@ from services.common.sentences import closed_length
 from services.rag import rag_metrics
 from services.rag.answer.grounding import (
     NO_ANSWER,
+    Asked,
     Draft,
     Evidence,
     Grounding,
@@ -70,6 +71,10 @@ class _Query:
     sources: list[Hit] = field(default_factory=list)
     vector: list[float] = field(default_factory=list)
     relevant: bool = False
+
+    @property
+    def asked(self) -> Asked:
+        return Asked(self.request.question, as_vector(self.vector))
 
     @property
     def cached(self) -> dict[str, Any] | None:
@@ -131,6 +136,7 @@ class QueryService:
                 self.settings.min_question_coverage,
                 extract.min_relevance,
                 extract.margin,
+                extract.lexical_weight,
                 self.settings.redact_pii,
             ],
         }
@@ -156,15 +162,18 @@ class QueryService:
             completion = await self._generate(query)
         finally:
             evidence = await evidence_task
-        question = as_vector(query.vector)
         if completion is None:
-            draft = self.grounding.extractive(question, evidence)
+            draft = self.grounding.extractive(query.asked, evidence)
             query.timings["answer"] = _ms(mark)
             return draft, Usage()
         query.timings["generate"] = _ms(mark)
         mark = time.perf_counter()
         draft = await self.grounding.generated(
-            completion.text, len(query.sources), question, evidence, query.unsupported
+            completion.text,
+            len(query.sources),
+            query.asked,
+            evidence,
+            query.unsupported,
         )
         query.timings["verify"] = _ms(mark)
         return draft, _usage(completion.prompt_tokens, completion.completion_tokens)
@@ -398,8 +407,8 @@ class QueryService:
         if evidence is None:
             draft = Draft([], "none")
         elif stream is not None:
-            question = as_vector(query.vector)
-            anchors = self.grounding.anchors(question, evidence)
+            asked = query.asked
+            anchors = self.grounding.anchors(asked, evidence)
             checked: list[Verdict] = []
             held: list[Verdict] = []  # supported, waiting for a sentence that answers the question
             anchored = query.unsupported == "mark"
@@ -413,9 +422,11 @@ class QueryService:
                         continue
                     for verdict in await self._check(text[done:cut], query, evidence):
                         checked.append(verdict)
-                        if verdict.supported or query.unsupported == "mark":
+                        if self.grounding.eligible(verdict, asked, evidence, anchors):
                             held.append(verdict)
-                        anchored = anchored or self.grounding.anchored(verdict, anchors)
+                            anchored = anchored or self.grounding.anchored(verdict, anchors)
+                        elif query.unsupported == "mark":
+                            held.append(verdict)
                         if anchored:
                             for ready in held:
                                 yield _token(self._shown(ready)[0], sent)
@@ -430,10 +441,10 @@ class QueryService:
                 await stream.aclose()
             usage = _usage(stream.prompt_tokens, stream.completion_tokens)
             query.timings["generate"] = _ms(mark)
-            draft = self.grounding.settle(checked, question, evidence, query.unsupported)
+            draft = self.grounding.settle(checked, asked, evidence, query.unsupported)
         if draft is None:
             assert evidence is not None
-            draft = self.grounding.extractive(as_vector(query.vector), evidence)
+            draft = self.grounding.extractive(query.asked, evidence)
         # What is left to send: quotes (after the model's sentences, or instead), or the refusal.
         lines = [self._shown(v)[0] for v in draft.shown[sent:]]
         if not draft.shown:

@@ -42,7 +42,7 @@ def grounding(embeddings: EmbeddingsClient) -> Grounding:
     return Grounding(
         SentenceVectors(embeddings.embed, 10_000),
         VerifyPolicy(s.support_min_similarity, s.support_min_coverage, s.support_max_foreign_words),
-        ExtractPolicy(s.extract_min_relevance, s.extract_margin),
+        ExtractPolicy(s.extract_min_relevance, s.extract_margin, s.extract_lexical_weight),
         s.anchor_sentences,
     )
 

@@ -10,11 +10,12 @@ import numpy as np
 
 from services.rag.answer.evidence import SentenceVectors, SourceSentence, Vectors, source_sentences
 from services.rag.answer.extractive import ExtractPolicy, extract
-from services.rag.answer.grounding import Evidence, Grounding
+from services.rag.answer.grounding import Asked, Evidence, Grounding
 from services.rag.answer.key_terms import Vocabulary
-from services.rag.answer.verification import Claim, VerifyPolicy, claims, verify
+from services.rag.answer.verification import Claim, Verdict, VerifyPolicy, claims, verify
 from services.rag.retrieval.retriever import Hit
 
+ASKED = "What port does the gateway listen on?"
 TEXTS = [
     "The gateway is the only public door into Quarry.",
     "It listens on port 8100 by default and forwards questions to the rag service.",
@@ -149,16 +150,38 @@ def test_settling_shows_anchored_sentences_else_quotes_else_nothing() -> None:
     )
     assert on_topic.supported and not wrong.supported and aside.supported
 
-    draft = grounding.settle([on_topic, wrong], question, evidence, "remove")
+    draft = grounding.settle([on_topic, wrong], Asked(ASKED, question), evidence, "remove")
     assert draft.answered_by == "llm" and draft.shown == [on_topic] and draft.removed == 1
 
     # True, but not what was asked: the quotes answer instead.
-    draft = grounding.settle([aside], question, evidence, "remove")
+    draft = grounding.settle([aside], Asked(ASKED, question), evidence, "remove")
     assert draft.answered_by == "extractive" and [v.text for v in draft.shown] == TEXTS[:2]
     assert draft.removed == 1
 
-    draft = grounding.settle([wrong], question, evidence, "mark")
+    draft = grounding.settle([wrong], Asked(ASKED, question), evidence, "mark")
     assert draft.answered_by == "llm" and draft.shown == [wrong]
 
     far = _unit(0, 0, 0, 0, 1)
-    assert grounding.settle([wrong], far, evidence, "remove").answered_by == "none"
+    assert grounding.settle([wrong], Asked(ASKED, far), evidence, "remove").answered_by == "none"
+
+
+def test_an_answer_that_drops_every_specific_of_the_closest_sentence_gets_it_quoted() -> None:
+    grounding = _grounding()
+    evidence = _evidence()
+    question = _unit(0.3, 1)
+    policy = VerifyPolicy(0.5, 0.5)
+
+    def check(text: str) -> Verdict:
+        return verify(
+            Claim(text, ()), question, evidence.sentences, evidence.support, evidence.vocabulary, policy
+        )
+
+    # Rests on "It listens on port 8100 ...", but says nothing of the port that was asked for.
+    vague = check("It listens on a port by default and forwards questions to the rag service.")
+    assert vague.supported
+    draft = grounding.settle([vague], Asked(ASKED, question), evidence, "remove")
+    assert draft.answered_by == "extractive" and [v.text for v in draft.shown] == TEXTS[:2]
+
+    # One that keeps the specific stands alone.
+    exact = check("The gateway listens on port 8100 by default.")
+    assert grounding.settle([exact], Asked(ASKED, question), evidence, "remove").shown == [exact]

@@ -26,6 +26,7 @@ _MIN_WORDS: Final = 4
 class ExtractPolicy:
     min_relevance: float
     margin: float = 0.08
+    lexical_weight: float = 0.0
     max_sentences: int = 3
     max_chars: int = 600
 
@@ -35,12 +36,18 @@ def extract(
     evidence: Sequence[SourceSentence],
     evidence_vectors: Vectors,
     policy: ExtractPolicy,
+    boost: Vectors | None = None,
 ) -> list[Verdict]:
-    """Verbatim sentences answering the question, in source order; empty when none is relevant."""
+    """Verbatim sentences answering the question, in source order; empty when none is relevant.
+
+    ``boost`` is added to each sentence's cosine before ranking (and thresholds).
+    """
     usable = [i for i, e in enumerate(evidence) if len(e.text.split()) >= _MIN_WORDS]
     if not usable:
         return []
     scores = evidence_vectors[usable] @ question
+    if boost is not None:
+        scores = scores + boost[usable]
     order = np.argsort(-scores, kind="stable")
     best = float(scores[order[0]])
     if best < policy.min_relevance:

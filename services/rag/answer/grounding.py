@@ -16,7 +16,7 @@ import numpy as np
 
 from services.rag.answer.evidence import SentenceVectors, SourceSentence, Vectors, source_sentences
 from services.rag.answer.extractive import ExtractPolicy, extract
-from services.rag.answer.key_terms import Vocabulary, content_coverage
+from services.rag.answer.key_terms import Vocabulary, content_coverage, key_terms, missing_terms
 from services.rag.answer.verification import Claim, Verdict, VerifyPolicy, claims, verify
 from services.rag.retrieval.retriever import Hit
 
@@ -37,6 +37,14 @@ class Evidence:
     @property
     def support(self) -> list[Vectors]:
         return [self.vectors] if self.plain is None else [self.vectors, self.plain]
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The question, as written and as embedded."""
+
+    text: str
+    vector: Vectors
 
 
 @dataclass
@@ -91,10 +99,21 @@ class Grounding:
             return Evidence(sentences, vectors, vocabulary)
         return Evidence(sentences, vectors[: len(sentences)], vocabulary, vectors[len(sentences) :])
 
-    def extractive(self, question: Vectors, evidence: Evidence) -> Draft:
+    def lexical_boost(self, asked: Asked, evidence: Evidence) -> Vectors:
+        """Per source sentence: the share of the question's words it (with its title, heading and
+        antecedent) uses, weighted. Embeddings of long sentences blur their parts; a sentence
+        that uses the question's own words ("Redis", "port") is more often the answer."""
+        weight = self.extract_policy.lexical_weight
+        return np.array(
+            [weight * content_coverage(asked.text, f"{s.label} {s.statement}") for s in evidence.sentences],
+            dtype=np.float32,
+        )
+
+    def extractive(self, asked: Asked, evidence: Evidence) -> Draft:
         if not evidence.sentences:
             return Draft([], "none")
-        quoted = extract(question, evidence.sentences, evidence.vectors, self.extract_policy)
+        boost = self.lexical_boost(asked, evidence)
+        quoted = extract(asked.vector, evidence.sentences, evidence.vectors, self.extract_policy, boost)
         return Draft(quoted, "extractive" if quoted else "none")
 
     async def check(self, found: list[Claim], evidence: Evidence) -> list[Verdict]:
@@ -112,12 +131,12 @@ class Grounding:
         )
 
     async def generated(
-        self, text: str, n_sources: int, question: Vectors, evidence: Evidence, unsupported: Unsupported
+        self, text: str, n_sources: int, asked: Asked, evidence: Evidence, unsupported: Unsupported
     ) -> Draft:
         checked = await self.check(claims(text, n_sources), evidence)
-        return self.settle(checked, question, evidence, unsupported)
+        return self.settle(checked, asked, evidence, unsupported)
 
-    def anchors(self, question: Vectors, evidence: Evidence) -> tuple[int, ...]:
+    def anchors(self, asked: Asked, evidence: Evidence) -> tuple[int, ...]:
         """Positions of the source sentences closest to the question.
 
         Supported is not enough: a small model often restates a true sentence that does not
@@ -126,7 +145,8 @@ class Grounding:
         """
         if not evidence.sentences:
             return ()
-        order = np.argsort(-(evidence.vectors @ question), kind="stable")[: self.anchor_sentences]
+        scores = evidence.vectors @ asked.vector + self.lexical_boost(asked, evidence)
+        order = np.argsort(-scores, kind="stable")[: self.anchor_sentences]
         return tuple(evidence.sentences[i].position for i in order)
 
     @staticmethod
@@ -134,29 +154,40 @@ class Grounding:
         return verdict.supported and verdict.evidence is not None and verdict.evidence.position in anchors
 
     def settle(
-        self, checked: list[Verdict], question: Vectors, evidence: Evidence, unsupported: Unsupported
+        self, checked: list[Verdict], asked: Asked, evidence: Evidence, unsupported: Unsupported
     ) -> Draft:
-        """The generated sentences to show: all (``mark``), the supported ones when one of them is
-        anchored, or else the quotes (or no answer)."""
+        """What to show: every generated sentence (``mark``); or the ones that may be shown, when
+        one of them is anchored, with the quotes after them when none rests on the closest source
+        sentence; or else the quotes (or no answer)."""
         if unsupported == "mark" and checked:
             return Draft(list(checked), "llm", 0, checked)
-        anchors = self.anchors(question, evidence)
-        supported = [v for v in checked if v.supported]
-        quotes = self.extractive(question, evidence)
-        if any(self.anchored(v, anchors) for v in supported):
-            shown = supported + self.missing_quotes(supported, quotes, anchors)
-            return Draft(shown, "llm", len(checked) - len(supported), checked)
+        anchors = self.anchors(asked, evidence)
+        kept = [v for v in checked if self.eligible(v, asked, evidence, anchors)]
+        quotes = self.extractive(asked, evidence)
+        if any(self.anchored(v, anchors) for v in kept):
+            used = {v.evidence.position for v in kept if v.evidence is not None}
+            extra = (
+                []
+                if anchors[0] in used
+                else [q for q in quotes.shown if q.evidence and q.evidence.position not in used]
+            )
+            return Draft(kept + extra, "llm", len(checked) - len(kept), checked)
         return Draft(quotes.shown, quotes.answered_by, len(checked), checked)
 
     @staticmethod
-    def missing_quotes(shown: list[Verdict], quotes: Draft, anchors: tuple[int, ...]) -> list[Verdict]:
-        """The quotes, when no shown sentence rests on the source sentence closest to the
-        question: an answer that circles the question gets the sentence that answers it,
-        verbatim, after it."""
-        used = {v.evidence.position for v in shown if v.evidence is not None}
-        if not quotes.shown or not anchors or anchors[0] in used:
-            return []
-        return [q for q in quotes.shown if q.evidence is not None and q.evidence.position not in used]
+    def eligible(verdict: Verdict, asked: Asked, evidence: Evidence, anchors: tuple[int, ...]) -> bool:
+        """Whether a generated sentence may be shown: supported, and, when it rests on the source
+        sentence closest to the question, keeping at least one specific of it the question did
+        not already name. "The LLM service runs on a CPU." for "Which model does it run on a
+        CPU?", resting on "On a CPU it runs llama.cpp with SmolLM2-135M-Instruct ...", is true
+        and says nothing: the quote answers instead."""
+        if not verdict.supported:
+            return False
+        closest = verdict.evidence
+        if closest is None or not anchors or closest.position != anchors[0]:
+            return True
+        specifics = key_terms(closest.text, evidence.vocabulary) - key_terms(asked.text, evidence.vocabulary)
+        return not specifics or missing_terms(specifics, verdict.text) != specifics
 
 
 def as_vector(values: list[float]) -> Vectors:
