@@ -76,3 +76,30 @@ def test_a_half_updated_document_is_not_current() -> None:
     assert DocState({"new"}, {"c1"}).current("new")
     assert not DocState({"old", "new"}, {"c1", "c2"}).current("new")
     assert not DocState({"old"}, {"c1"}).current("new")
+
+
+def test_chunks_end_on_sentence_boundaries_and_overlap_by_whole_sentences() -> None:
+    from services.common.sentences import split_sentences
+
+    sentences = [
+        f"Sentence {i} mentions llama.cpp, e.g. version 0.{i}, and the `qk_...` prefix." for i in range(40)
+    ]
+    text = " ".join(sentences)
+    chunks = Chunker(chunk_tokens=90, overlap_tokens=35).split(_doc(text))  # ~27 tokens a sentence
+    assert len(chunks) > 5
+    for chunk in chunks:
+        # Every sentence rag recovers from a chunk is a whole sentence of the document.
+        assert set(split_sentences(chunk.text)) <= set(sentences), chunk.text
+    for first, second in zip(chunks, chunks[1:], strict=False):
+        assert split_sentences(first.text)[-1] in split_sentences(second.text)  # whole-sentence overlap
+
+
+def test_a_heading_stays_a_sentence_of_its_own_in_a_chunk() -> None:
+    from services.common.sentences import split_sentences
+
+    text = "# The gateway\nThe gateway is the door. It listens on port 8100.\n## Keys\nKeys are hashed."
+    chunks = Chunker(chunk_tokens=200, overlap_tokens=0).split(_doc(text, fmt="md"))
+    assert [split_sentences(c.text) for c in chunks] == [
+        ["# The gateway", "The gateway is the door.", "It listens on port 8100."],
+        ["## Keys", "Keys are hashed."],
+    ]
