@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from transformers import AutoTokenizer
 
 from ingest.chunking import Chunker, chunk_id, default_tokenizer_path
@@ -90,7 +92,7 @@ def test_chunks_end_on_sentence_boundaries_and_overlap_by_whole_sentences() -> N
     for chunk in chunks:
         # Every sentence rag recovers from a chunk is a whole sentence of the document.
         assert set(split_sentences(chunk.text)) <= set(sentences), chunk.text
-    for first, second in zip(chunks, chunks[1:], strict=False):
+    for first, second in itertools.pairwise(chunks):
         assert split_sentences(first.text)[-1] in split_sentences(second.text)  # whole-sentence overlap
 
 
