@@ -45,6 +45,11 @@ async def _no_embedder(texts: list[str]) -> list[list[float]]:
     raise AssertionError("not called in these tests")
 
 
+def _check(text: str, vector: Vectors, evidence: Evidence) -> Verdict:
+    policy = VerifyPolicy(0.5, 0.5)
+    return verify(Claim(text, ()), vector, evidence.sentences, evidence.support, evidence.vocabulary, policy)
+
+
 def _grounding() -> Grounding:
     return Grounding(SentenceVectors(_no_embedder, 0), VerifyPolicy(0.5, 0.5), ExtractPolicy(0.45, 0.04), 2)
 
@@ -124,30 +129,9 @@ def test_settling_shows_anchored_sentences_else_quotes_else_nothing() -> None:
     grounding = _grounding()
     evidence = _evidence()
     question = _unit(0.3, 1)
-    on_topic = verify(
-        Claim("The gateway listens on port 8100.", ()),
-        question,
-        evidence.sentences,
-        evidence.support,
-        evidence.vocabulary,
-        VerifyPolicy(0.5, 0.5),
-    )
-    wrong = verify(
-        Claim("The gateway listens on port 8102.", ()),
-        question,
-        evidence.sentences,
-        evidence.support,
-        evidence.vocabulary,
-        VerifyPolicy(0.5, 0.5),
-    )
-    aside = verify(
-        Claim("Keys are stored in Redis as salted hashes.", ()),
-        _unit(0, 0, 1),
-        evidence.sentences,
-        evidence.support,
-        evidence.vocabulary,
-        VerifyPolicy(0.5, 0.5),
-    )
+    on_topic = _check("The gateway listens on port 8100.", question, evidence)
+    wrong = _check("The gateway listens on port 8102.", question, evidence)
+    aside = _check("Keys are stored in Redis as salted hashes.", _unit(0, 0, 1), evidence)
     assert on_topic.supported and not wrong.supported and aside.supported
 
     draft = grounding.settle([on_topic, wrong], Asked(ASKED, question), evidence, "remove")
@@ -169,19 +153,15 @@ def test_an_answer_that_drops_every_specific_of_the_closest_sentence_gets_it_quo
     grounding = _grounding()
     evidence = _evidence()
     question = _unit(0.3, 1)
-    policy = VerifyPolicy(0.5, 0.5)
-
-    def check(text: str) -> Verdict:
-        return verify(
-            Claim(text, ()), question, evidence.sentences, evidence.support, evidence.vocabulary, policy
-        )
 
     # Rests on "It listens on port 8100 ...", but says nothing of the port that was asked for.
-    vague = check("It listens on a port by default and forwards questions to the rag service.")
+    vague = _check("It listens on a port by default and forwards questions.", question, evidence)
+        "It listens on a port by default and forwards questions to the rag service.", question, evidence
+    )
     assert vague.supported
     draft = grounding.settle([vague], Asked(ASKED, question), evidence, "remove")
     assert draft.answered_by == "extractive" and [v.text for v in draft.shown] == TEXTS[:2]
 
     # One that keeps the specific stands alone.
-    exact = check("The gateway listens on port 8100 by default.")
+    exact = _check("The gateway listens on port 8100 by default.", question, evidence)
     assert grounding.settle([exact], Asked(ASKED, question), evidence, "remove").shown == [exact]
