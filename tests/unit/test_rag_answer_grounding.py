@@ -155,9 +155,7 @@ def test_an_answer_that_drops_every_specific_of_the_closest_sentence_gets_it_quo
     question = _unit(0.3, 1)
 
     # Rests on "It listens on port 8100 ...", but says nothing of the port that was asked for.
-    vague = _check("It listens on a port by default and forwards questions.", question, evidence)
-        "It listens on a port by default and forwards questions to the rag service.", question, evidence
-    )
+    vague = _check("It listens on a port and forwards questions to the rag service.", question, evidence)
     assert vague.supported
     draft = grounding.settle([vague], Asked(ASKED, question), evidence, "remove")
     assert draft.answered_by == "extractive" and [v.text for v in draft.shown] == TEXTS[:2]
