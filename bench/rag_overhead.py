@@ -7,7 +7,7 @@ examples/docs, then:
 
 1. asks ``--questions`` distinct questions of rag directly, one at a time, and reads each
    answer's ``timings_ms``: rag's own time is ``total - embed - retrieve - generate``
-   (cache lookups, prompt building, attribution, safety scoring, bookkeeping);
+   (cache lookups, prompt building, verification, safety, bookkeeping);
 2. asks one question ``--cached`` times through the gateway (API key, rate limit, proxy),
    after a first uncached ask, and times each round trip at the client over HTTP/2: the
    Python client, then h2load (when installed) for the same requests without its overhead.

@@ -56,7 +56,7 @@ class RagSettings(ServiceSettings):
     retry_backoff_s: float = Field(0.05, description="Base of the jittered exponential retry backoff.")
     breaker_failures: int = Field(3, description="Consecutive failures that open a dependency's breaker.")
     breaker_reset_s: float = Field(5.0, description="Seconds an open breaker waits before a trial call.")
-    # Answering: safety and attribution.
+    # Answering: safety.
     safety_strict: bool = Field(False, description="Reject questions flagged as prompt injection (400).")
     redact_pii: bool = Field(True, description="Mask emails, phone and (Luhn-valid) card numbers in answers.")
     # Answering: modes, verification and abstention (tuned on the QA set's train split, and on

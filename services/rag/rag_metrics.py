@@ -14,7 +14,8 @@ _FAST_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 
 STAGE_SECONDS = Histogram(
     "quarry_rag_stage_duration_seconds",
-    "Time per stage of a query: cache, embed, retrieve, generate, and overhead (rag's own time).",
+    "Time per stage of a query: cache, embed, retrieve, generate, verify (generated sentences), answer "
+    "(quotes or no answer), and overhead (rag's own time: the rest).",
     ["stage"],
     buckets=_FAST_BUCKETS,
 )
@@ -56,6 +57,11 @@ SENTENCES = Counter(
     "quarry_rag_generated_sentences_total",
     "Generated sentences checked against the sources, by verdict: supported or unsupported.",
     ["verdict"],
+)
+SENTENCE_VECTORS = Counter(
+    "quarry_rag_sentence_vectors_total",
+    "Sentence vectors needed for answers: embedded now, or found in the in-process cache.",
+    ["result"],
 )
 TOP1_RECENT = Gauge(
     "quarry_rag_top1_score_recent", "Rolling mean of the best passage's raw cosine relevance."

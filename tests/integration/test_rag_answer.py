@@ -266,6 +266,9 @@ async def test_metrics_expose_stages_cache_and_drift(rag: httpx.AsyncClient, exa
     assert samples['quarry_rag_stage_duration_seconds_count{stage="overhead"}'] >= 2
     assert samples['quarry_rag_stage_duration_seconds_count{stage="generate"}'] >= 1
     assert samples["quarry_rag_top1_score_recent"] > 0
+    assert samples['quarry_rag_sentence_vectors_total{result="embedded"}'] > 0
+    answered = [k for k in samples if k.startswith("quarry_rag_answers_total{")]
+    assert answered and sum(samples[k] for k in answered) >= 1
     assert samples['quarry_rag_circuit_open{dependency="llm"}'] == 0
 
 

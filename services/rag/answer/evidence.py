@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.common.sentences import is_heading, normalise_space, split_sentences
+from services.rag import rag_metrics
 from services.rag.retrieval.retriever import Hit
 
 Vectors = npt.NDArray[np.float32]
@@ -81,13 +82,11 @@ class SentenceVectors:
         self._embed = embed
         self._capacity = capacity
         self._cache: OrderedDict[str, Vectors] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
 
     async def of(self, texts: list[str]) -> Vectors:
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        self.misses += len(missing)
-        self.hits += len(texts) - len(missing)
+        rag_metrics.SENTENCE_VECTORS.labels("embedded").inc(len(missing))
+        rag_metrics.SENTENCE_VECTORS.labels("cached").inc(len(texts) - len(missing))
         fresh = dict(zip(missing, await self._embed(missing), strict=True)) if missing else {}
         rows: list[Vectors] = []
         for text in texts:
