@@ -184,6 +184,13 @@ def ask(
         raise typer.Exit(1)
 
 
+_ANSWERED_BY = {
+    "llm": "the LLM (every sentence verified)",
+    "extractive": "quotes from the sources",
+    "none": "nothing: the documents don't answer this",
+}
+
+
 def _print_answer(
     url: str, key: str, question: str, collection: str, top_k: int, as_json: bool = False
 ) -> bool:
@@ -199,9 +206,13 @@ def _print_answer(
         return response.status_code == 200
     console.print(f"[bold]{body['answer']}[/bold]\n")
     for c in body["citations"]:
-        console.print(f"  [{c['n']}] {c['title']} ({c['source']}, score {c['score']:.3f})")
+        relevance = c.get("relevance")
+        shown = f"relevance {relevance:.3f}" if relevance is not None else f"score {c['score']:.3f}"
+        console.print(f"  [{c['n']}] {c['title']} ({c['source']}, {shown})")
     flags = ", ".join(body["degraded"]) or "none"
-    console.print(f"\ncached: {body['cached']}  degraded: {flags}  timings: {body['timings_ms']}")
+    source = _ANSWERED_BY.get(body.get("answered_by", ""), "?")
+    console.print(f"\nanswered by: {source}  cached: {body['cached']}  degraded: {flags}")
+    console.print(f"timings: {body['timings_ms']}")
     return True
 
 
