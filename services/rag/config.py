@@ -27,6 +27,11 @@ class RagSettings(ServiceSettings):
         700, description="Token budget for numbered sources in the prompt (estimated: ~4 characters a token)."
     )
     default_max_tokens: int = 192
+    prompt_sentences: int = Field(
+        10,
+        description="N: the prompt holds only the N source sentences closest to the question (keeps a "
+        "small model on the question; tuned on QA train); 0: whole passages.",
+    )
     embed_timeout_s: float = 10.0
     llm_timeout_s: float = 60.0
     # Retrieval (tuned on SciFact train; see docs/benchmarks.md "Retrieval").

@@ -124,6 +124,7 @@ class QueryService:
                 retrieval.hybrid_depth,
             ],
             "context_tokens": self.settings.max_context_tokens,
+            "prompt_sentences": self.settings.prompt_sentences,
             "prompt": PROMPT_VERSION,
             "answer": [
                 RULES_VERSION,
@@ -155,13 +156,17 @@ class QueryService:
         if not query.relevant:
             query.timings["answer"] = _ms(mark)
             return Draft([], "none"), Usage()
-        # The sources' sentences are embedded while the LLM writes.
         for_claims = query.mode != "extractive"
         evidence_task = asyncio.create_task(self.grounding.evidence(query.sources, for_claims))
-        try:
-            completion = await self._generate(query)
-        finally:
+        if self.settings.prompt_sentences:
             evidence = await evidence_task
+            completion = await self._generate(query, evidence)
+        else:
+            # The sources' sentences are embedded while the LLM writes.
+            try:
+                completion = await self._generate(query, None)
+            finally:
+                evidence = await evidence_task
         if completion is None:
             draft = self.grounding.extractive(query.asked, evidence)
             query.timings["answer"] = _ms(mark)
@@ -178,11 +183,11 @@ class QueryService:
         query.timings["verify"] = _ms(mark)
         return draft, _usage(completion.prompt_tokens, completion.completion_tokens)
 
-    async def _generate(self, query: _Query) -> Completion | None:
+    async def _generate(self, query: _Query, evidence: Evidence | None) -> Completion | None:
         """The LLM's answer; None for an extractive answer (asked for, or the LLM is down)."""
         if query.mode == "extractive":
             return None
-        messages, max_tokens = self._prompt(query)
+        messages, max_tokens = self._prompt(query, evidence)
         temperature = query.request.temperature
         try:
             return await self._llm_guard.call(
@@ -201,7 +206,7 @@ class QueryService:
         evidence = await self.grounding.evidence(query.sources, for_claims) if query.relevant else None
         stream: ChatStream | None = None
         if evidence is not None and query.mode != "extractive":
-            messages, max_tokens = self._prompt(query)
+            messages, max_tokens = self._prompt(query, evidence)
             try:
                 stream = await self._llm_guard.call(
                     lambda: self.chat.open_stream(messages, max_tokens, request.temperature), idempotent=False
@@ -263,8 +268,12 @@ class QueryService:
         )
         return query
 
-    def _prompt(self, query: _Query) -> tuple[list[dict[str, str]], int]:
-        messages = build_messages(query.request.question, query.sources)
+    def _prompt(self, query: _Query, evidence: Evidence | None) -> tuple[list[dict[str, str]], int]:
+        """Whole passages; or, with ``prompt_sentences``, only the sentences closest to the question."""
+        excerpts = None
+        if evidence is not None and self.settings.prompt_sentences:
+            excerpts = self.grounding.excerpts(query.asked, evidence, self.settings.prompt_sentences)
+        messages = build_messages(query.request.question, query.sources, excerpts)
         return messages, query.request.max_tokens or self.settings.default_max_tokens
 
     def _degrade_llm(self, query: _Query, exc: DependencyUnavailable) -> None:

@@ -136,6 +136,22 @@ class Grounding:
         checked = await self.check(claims(text, n_sources), evidence)
         return self.settle(checked, asked, evidence, unsupported)
 
+    def excerpts(self, asked: Asked, evidence: Evidence, count: int) -> dict[int, list[str]]:
+        """The ``count`` source sentences closest to the question (each with its antecedent when
+        it opens with a pronoun), by source number, in source order: a prompt of these is short,
+        and keeps a small model on what was asked."""
+        scores = evidence.vectors @ asked.vector + self.lexical_boost(asked, evidence)
+        picked: set[int] = set()
+        for i in np.argsort(-scores, kind="stable")[:count]:
+            picked.add(int(i))
+            sentence = evidence.sentences[i]
+            if sentence.opens_with_pronoun and i > 0 and evidence.sentences[i - 1].n == sentence.n:
+                picked.add(int(i) - 1)
+        found: dict[int, list[str]] = {}
+        for i in sorted(picked):
+            found.setdefault(evidence.sentences[i].n, []).append(evidence.sentences[i].text)
+        return found
+
     def anchors(self, asked: Asked, evidence: Evidence) -> tuple[int, ...]:
         """Positions of the source sentences closest to the question.
 

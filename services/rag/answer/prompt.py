@@ -39,7 +39,14 @@ def select_sources(hits: list[Hit], max_tokens: int) -> list[Hit]:
     return chosen
 
 
-def build_messages(question: str, sources: list[Hit]) -> list[dict[str, str]]:
-    blocks = [f"[{n}] {hit.title}\n{hit.text}" for n, hit in enumerate(sources, start=1)]
+def build_messages(
+    question: str, sources: list[Hit], excerpts: dict[int, list[str]] | None = None
+) -> list[dict[str, str]]:
+    """The prompt; with ``excerpts`` (source number → its sentences to show), only those
+    sentences of those sources, numbered as the sources are."""
+    if excerpts is None:
+        blocks = [f"[{n}] {hit.title}\n{hit.text}" for n, hit in enumerate(sources, start=1)]
+    else:
+        blocks = [f"[{n}] {sources[n - 1].title}\n{' '.join(excerpts[n])}" for n in sorted(excerpts)]
     user = "Sources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}\nAnswer:"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
