@@ -32,9 +32,11 @@ from services.rag.answer.key_terms import (
 )
 
 # Bumped whenever the rules change, so cached answers checked by older rules are not served.
-RULES_VERSION: Final = 7
+RULES_VERSION: Final = 8
 _MARKER_RE: Final = re.compile(r"\s*\[(\d{1,3})\]")
 _MIN_WORDS: Final = 4
+_SPACED_PUNCTUATION_RE: Final = re.compile(r"\s+([,.;:!?])")
+_STRANDED_RE: Final = re.compile(r"([,;:]+)([.!?])")
 _STRICT_COVERAGE: Final = 0.8
 _REPLY_RE: Final = re.compile(r"^(yes|no)\b[,.!]?\s*", re.IGNORECASE)
 # A phrase cut off before punctuation ("exposed by the, which"): not a statement.
@@ -81,13 +83,19 @@ def claims(answer: str, n_sources: int) -> list[Claim]:
     found: dict[str, Claim] = {}
     for sentence in split_sentences(answer):
         cited = tuple(sorted({int(n) for n in _MARKER_RE.findall(sentence) if 1 <= int(n) <= n_sources}))
-        text = normalise_space(_MARKER_RE.sub("", sentence))
+        text = _tidy(normalise_space(_MARKER_RE.sub("", sentence)))
         if is_heading(text) or len(text.split()) < _MIN_WORDS or text.endswith(("?", ":")):
             continue
         if text.casefold().startswith(("question:", "answer:", "sources:")) or _BROKEN_RE.search(text):
             continue
         found.setdefault(text.casefold(), Claim(text, cited))
     return list(found.values())
+
+
+def _tidy(text: str) -> str:
+    """Punctuation left where markers were: "citing them as [1], [2]." reads "citing them as."."""
+    text = _SPACED_PUNCTUATION_RE.sub(r"\1", text)
+    return _STRANDED_RE.sub(r"\2", text)
 
 
 def verify(
