@@ -420,7 +420,8 @@ class QueryService:
             asked = query.asked
             anchors = self.grounding.anchors(asked, evidence)
             checked: list[Verdict] = []
-            held: list[Verdict] = []  # supported, waiting for a sentence that answers the question
+            kept: list[Verdict] = []  # may be shown
+            held: list[Verdict] = []  # may be shown, waiting for a sentence that answers the question
             anchored = query.unsupported == "mark"
             text = ""
             done = 0
@@ -432,7 +433,8 @@ class QueryService:
                         continue
                     for verdict in await self._check(text[done:cut], query, evidence):
                         checked.append(verdict)
-                        if self.grounding.eligible(verdict, asked, evidence, anchors):
+                        if self.grounding.eligible(verdict, asked, evidence, anchors, kept):
+                            kept.append(verdict)
                             held.append(verdict)
                             anchored = anchored or self.grounding.anchored(verdict, anchors)
                         elif query.unsupported == "mark":

@@ -169,3 +169,16 @@ def test_an_answer_that_drops_every_specific_of_the_closest_sentence_gets_it_quo
     # One that keeps the specific stands alone.
     exact = _check("The gateway listens on port 8100 by default.", question, evidence)
     assert grounding.settle([exact], Asked(ASKED, question), evidence, "remove").shown == [exact]
+
+
+def test_a_sentence_said_twice_on_the_same_support_is_shown_once() -> None:
+    grounding = _grounding()
+    evidence = _evidence()
+    question = _unit(0.3, 1)
+    first = _check("The gateway listens on port 8100 by default.", question, evidence)
+    again = _check("The gateway listens on port 8100 by default, it does.", question, evidence)
+    other = _check("It listens on port 8100 and forwards questions to the rag service.", question, evidence)
+    assert first.supported and again.supported and other.supported
+    assert first.evidence == again.evidence == other.evidence
+    draft = grounding.settle([first, again, other], Asked(ASKED, question), evidence, "remove")
+    assert draft.shown == [first, other] and draft.removed == 1

@@ -16,13 +16,21 @@ import numpy as np
 
 from services.rag.answer.evidence import SentenceVectors, SourceSentence, Vectors, source_sentences
 from services.rag.answer.extractive import ExtractPolicy, extract
-from services.rag.answer.key_terms import Vocabulary, content_coverage, key_terms, missing_terms
+from services.rag.answer.key_terms import (
+    Vocabulary,
+    content_coverage,
+    content_stems,
+    key_terms,
+    missing_terms,
+)
 from services.rag.answer.verification import Claim, Verdict, VerifyPolicy, claims, verify
 from services.rag.retrieval.retriever import Hit
 
 AnsweredBy = Literal["llm", "extractive", "none"]
 Unsupported = Literal["remove", "mark"]
 NO_ANSWER = "The documents don't answer this."
+# Share of words two sentences on the same support must share to count as one said twice.
+_RESTATED = 0.8
 
 
 @dataclass(frozen=True)
@@ -178,7 +186,10 @@ class Grounding:
         if unsupported == "mark" and checked:
             return Draft(list(checked), "llm", 0, checked)
         anchors = self.anchors(asked, evidence)
-        kept = [v for v in checked if self.eligible(v, asked, evidence, anchors)]
+        kept: list[Verdict] = []
+        for verdict in checked:
+            if self.eligible(verdict, asked, evidence, anchors, kept):
+                kept.append(verdict)
         quotes = self.extractive(asked, evidence)
         if any(self.anchored(v, anchors) for v in kept):
             used = {v.evidence.position for v in kept if v.evidence is not None}
@@ -191,19 +202,34 @@ class Grounding:
         return Draft(quotes.shown, quotes.answered_by, len(checked), checked)
 
     @staticmethod
-    def eligible(verdict: Verdict, asked: Asked, evidence: Evidence, anchors: tuple[int, ...]) -> bool:
-        """Whether a generated sentence may be shown: supported, and, when it rests on the source
-        sentence closest to the question, keeping at least one specific of it the question did
-        not already name. "The LLM service runs on a CPU." for "Which model does it run on a
-        CPU?", resting on "On a CPU it runs llama.cpp with SmolLM2-135M-Instruct ...", is true
-        and says nothing: the quote answers instead."""
-        if not verdict.supported:
+    def eligible(
+        verdict: Verdict,
+        asked: Asked,
+        evidence: Evidence,
+        anchors: tuple[int, ...],
+        earlier: list[Verdict],
+    ) -> bool:
+        """Whether a generated sentence may be shown after the ``earlier`` ones: supported, not a
+        restatement of one of them, and, when it rests on the source sentence closest to the
+        question, keeping at least one specific of it the question did not already name. "The
+        LLM service runs on a CPU." for "Which model does it run on a CPU?", resting on "On a CPU
+        it runs llama.cpp with SmolLM2-135M-Instruct ...", is true and says nothing: the quote
+        answers instead."""
+        if not verdict.supported or any(_restates(verdict, before) for before in earlier):
             return False
         closest = verdict.evidence
         if closest is None or not anchors or closest.position != anchors[0]:
             return True
         specifics = key_terms(closest.text, evidence.vocabulary) - key_terms(asked.text, evidence.vocabulary)
         return not specifics or missing_terms(specifics, verdict.text) != specifics
+
+
+def _restates(verdict: Verdict, before: Verdict) -> bool:
+    """Same support, and nearly the same words (a small model repeats itself)."""
+    if verdict.evidence is None or before.evidence is None or verdict.evidence != before.evidence:
+        return False
+    mine, theirs = content_stems(verdict.text), content_stems(before.text)
+    return len(mine & theirs) >= _RESTATED * len(mine | theirs)
 
 
 def as_vector(values: list[float]) -> Vectors:

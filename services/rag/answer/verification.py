@@ -32,7 +32,7 @@ from services.rag.answer.key_terms import (
 )
 
 # Bumped whenever the rules change, so cached answers checked by older rules are not served.
-RULES_VERSION: Final = 8
+RULES_VERSION: Final = 9
 _MARKER_RE: Final = re.compile(r"\s*\[(\d{1,3})\]")
 _MIN_WORDS: Final = 4
 _SPACED_PUNCTUATION_RE: Final = re.compile(r"\s+([,.;:!?])")
