@@ -50,6 +50,17 @@ class ApiKey:
     def may_use(self, collection: str) -> bool:
         return self.collections is None or collection in self.collections
 
+    def grants(
+        self, scopes: frozenset[str] | set[str], collections: frozenset[str] | set[str] | None
+    ) -> bool:
+        """Whether a key with these scopes and collections asks for nothing this one lacks."""
+        if not set(scopes) <= self.scopes:
+            return False
+        return self.collections is None or (collections is not None and set(collections) <= self.collections)
+
+    def covers(self, other: ApiKey) -> bool:
+        return self.grants(other.scopes, other.collections)
+
     def public(self) -> dict[str, Any]:
         return {
             "id": self.key_id,

@@ -118,12 +118,18 @@ def build_router(limiter: Limiter) -> APIRouter:
         response_model=KeyCreated,
         status_code=201,
         summary="Create a key (scope: admin)",
-        description="The secret is in the answer only; the store keeps a salted hash.",
+        description="The secret is in the answer only; the store keeps a salted hash. A key can only "
+        "create keys within its own grant: no scope and no collection it lacks (403 grant_exceeded).",
         openapi_extra=scoped("admin"),
     )
     async def create_key(
-        body: KeyCreate, request: Request, _: ApiKey = Depends(require_scope("admin"))
+        body: KeyCreate, request: Request, caller: ApiKey = Depends(require_scope("admin"))
     ) -> KeyCreated:
+        collections = None if body.collections is None else set(body.collections)
+        if not caller.grants(set(body.scopes), collections):
+            raise APIError(
+                403, "grant_exceeded", "a key can only create keys within its own scopes and collections"
+            )
         store: KeyStore = request.app.state.key_store
         secret, key = await store.create(
             body.name,
@@ -138,24 +144,27 @@ def build_router(limiter: Limiter) -> APIRouter:
         "/v1/keys",
         response_model=list[KeyInfo],
         summary="List keys (scope: admin)",
+        description="Only the keys within the caller's grant: its scopes and collections.",
         openapi_extra=scoped("admin"),
     )
-    async def list_keys(request: Request, _: ApiKey = Depends(require_scope("admin"))) -> list[KeyInfo]:
+    async def list_keys(request: Request, caller: ApiKey = Depends(require_scope("admin"))) -> list[KeyInfo]:
         store: KeyStore = request.app.state.key_store
-        return [KeyInfo(**k.public()) for k in await store.list()]
+        return [KeyInfo(**k.public()) for k in await store.list() if caller.covers(k)]
 
     @router.delete(
         "/v1/keys/{key_id}",
         status_code=204,
         summary="Revoke a key (scope: admin)",
-        description="Takes effect at once on every gateway replica: each request reads its key from Redis.",
+        description="Takes effect at once on every gateway replica: each request reads its key from Redis. "
+        "A key outside the caller's grant is not found, as if it did not exist.",
         openapi_extra=scoped("admin"),
     )
     async def revoke_key(
-        key_id: str, request: Request, _: ApiKey = Depends(require_scope("admin"))
+        key_id: str, request: Request, caller: ApiKey = Depends(require_scope("admin"))
     ) -> Response:
         store: KeyStore = request.app.state.key_store
-        if not await store.revoke(key_id):
+        stored = await store.lookup(key_id)
+        if stored is None or not caller.covers(stored.key) or not await store.revoke(key_id):
             raise APIError(404, "key_not_found", f"no key with id {key_id!r}")
         return Response(status_code=204)
 

@@ -92,7 +92,7 @@ async def test_a_key_reaches_only_its_collections(
 async def test_revocation_takes_effect_at_once(
     gateway: httpx.AsyncClient, make_key: KeyFactory, collection_name: str
 ) -> None:
-    admin = await make_key({"admin"})
+    admin = await make_key({"admin", "query"})  # a key creates keys within its own grant only
     created = await gateway.post(
         "/v1/keys",
         json={"name": "app", "scopes": ["query"], "collections": [collection_name]},
@@ -108,6 +108,43 @@ async def test_revocation_takes_effect_at_once(
     revoked = await gateway.post("/v1/search", json=body, headers=_auth(secret))
     assert revoked.status_code == 401 and revoked.json()["error"]["code"] == "invalid_api_key"
     assert (await gateway.delete("/v1/keys/0000000000000000", headers=_auth(admin))).status_code == 404
+
+
+async def test_a_key_reaches_no_key_past_its_own_grant(
+    gateway: httpx.AsyncClient, make_key: KeyFactory, collection_name: str
+) -> None:
+    """An admin limited to one collection cannot mint a wider key, nor see or revoke one."""
+    mine, other = collection_name, f"{collection_name}_other"
+    limited = await make_key({"admin", "query"}, {mine})
+    wide = await make_key({"admin", "query", "ingest"})
+
+    async def create(caller: str, scopes: list[str], collections: list[str] | None) -> httpx.Response:
+        body = {"name": "app", "scopes": scopes, "collections": collections}
+        return await gateway.post("/v1/keys", json=body, headers=_auth(caller))
+
+    for scopes, collections in ((["query"], None), (["query"], [mine, other]), (["ingest"], [mine])):
+        refused = await create(limited, scopes, collections)
+        assert refused.status_code == 403, (scopes, collections)
+        assert refused.json()["error"]["code"] == "grant_exceeded"
+    inside = await create(limited, ["query"], [mine])
+    assert inside.status_code == 201
+    outside = await create(wide, ["query"], [other])
+    assert outside.status_code == 201
+
+    seen = {k["id"] for k in (await gateway.get("/v1/keys", headers=_auth(limited))).json()}
+    assert inside.json()["id"] in seen and outside.json()["id"] not in seen
+    everything = {k["id"] for k in (await gateway.get("/v1/keys", headers=_auth(wide))).json()}
+    assert {inside.json()["id"], outside.json()["id"]} <= everything
+
+    hidden = await gateway.delete(f"/v1/keys/{outside.json()['id']}", headers=_auth(limited))
+    assert hidden.status_code == 404
+    body = {"query": "q", "collection": other}
+    assert (
+        await gateway.post("/v1/search", json=body, headers=_auth(outside.json()["key"]))
+    ).status_code != 401
+    assert (
+        await gateway.delete(f"/v1/keys/{inside.json()['id']}", headers=_auth(limited))
+    ).status_code == 204
 
 
 async def test_rate_limit_headers_on_success_and_one_window_per_key(
