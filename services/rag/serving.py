@@ -33,7 +33,13 @@ from services.rag.answer.grounding import (
     question_coverage,
     relevance,
 )
-from services.rag.answer.llm_client import ChatClient, ChatStream, Completion, GenerationUnavailable
+from services.rag.answer.llm_client import (
+    ChatClient,
+    ChatStream,
+    Completion,
+    GenerationRejected,
+    GenerationUnavailable,
+)
 from services.rag.answer.prompt import PROMPT_VERSION, build_messages, select_sources
 from services.rag.answer.safety import injection_flags, redact
 from services.rag.answer.streaming import sse_event
@@ -196,6 +202,8 @@ class QueryService:
         except DependencyUnavailable as exc:
             self._degrade_llm(query, exc)
             return None
+        except GenerationRejected as exc:
+            raise _rejected(exc) from exc
 
     async def stream(self, request: QueryRequest) -> AsyncIterator[str]:
         """Runs every stage that can fail with an HTTP error now, then returns the event stream."""
@@ -213,6 +221,8 @@ class QueryService:
                 )
             except DependencyUnavailable as exc:
                 self._degrade_llm(query, exc)
+            except GenerationRejected as exc:
+                raise _rejected(exc) from exc
         return self._answer_events(query, evidence, stream)
 
     async def _prepare(self, request: QueryRequest) -> _Query:
@@ -491,6 +501,11 @@ async def _then_end(deltas: AsyncIterator[str]) -> AsyncIterator[str | None]:
 
 def _token(text: str, index: int) -> str:
     return sse_event("token", {"text": text if index == 0 else " " + text})
+
+
+def _rejected(exc: GenerationRejected) -> APIError:
+    """The LLM refused the request (e.g. max_tokens over its cap): the client's to fix, not an outage."""
+    return APIError(422, "generation_rejected", f"the LLM refused the request: {exc}")
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:

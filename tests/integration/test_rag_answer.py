@@ -299,6 +299,25 @@ async def test_bad_input_is_4xx_json(
     assert error["code"] == code and error["request_id"] == response.headers["x-request-id"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_request_the_llm_refuses_is_422_not_an_outage(
+    rag: httpx.AsyncClient, examples: str, stream: bool
+) -> None:
+    body = {
+        "question": "What port does the gateway listen on?",
+        "collection": examples,
+        "answer_mode": "generate",
+        "max_tokens": 2000,  # rag accepts up to 2048; the bundled llm caps at 512
+        "stream": stream,
+    }
+    response = await rag.post("/v1/query", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "generation_rejected" and "max_tokens" in error["message"]
+    metrics = (await rag.get("/metrics")).text
+    assert 'quarry_rag_circuit_open{dependency="llm"} 0.0' in metrics
+
+
 async def test_invalid_json_is_400(rag: httpx.AsyncClient) -> None:
     response = await rag.post("/v1/query", content=b"{nope", headers={"content-type": "application/json"})
     assert response.status_code == 400

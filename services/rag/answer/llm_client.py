@@ -16,6 +16,26 @@ class GenerationUnavailable(Exception):
     pass
 
 
+class GenerationRejected(Exception):
+    """The LLM answered 4xx: the request (or rag's configuration) is at fault, not the LLM."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _check(response: httpx.Response, body: bytes) -> None:
+    if response.status_code == 200:
+        return
+    if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+        try:
+            message = str(json.loads(body)["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            message = body[:200].decode(errors="replace")
+        raise GenerationRejected(response.status_code, message)
+    raise GenerationUnavailable(f"llm answered {response.status_code}")
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -79,8 +99,7 @@ class ChatClient:
             )
         except httpx.HTTPError as exc:
             raise GenerationUnavailable(f"llm unreachable: {type(exc).__name__}") from exc
-        if response.status_code != 200:
-            raise GenerationUnavailable(f"llm answered {response.status_code}")
+        _check(response, response.content)
         payload = response.json()
         usage = payload.get("usage") or {}
         return Completion(
@@ -101,8 +120,9 @@ class ChatClient:
         except httpx.HTTPError as exc:
             raise GenerationUnavailable(f"llm unreachable: {type(exc).__name__}") from exc
         if response.status_code != 200:
+            refusal = await response.aread()
             await response.aclose()
-            raise GenerationUnavailable(f"llm answered {response.status_code}")
+            _check(response, refusal)
         return ChatStream(response)
 
     async def aclose(self) -> None:
