@@ -117,7 +117,7 @@ def _extractive(rows: list[dict[str, Any]]) -> None:
                     content_coverage(item.question, f"{e.label} {e.statement}") for e in row["evidence"]
                 ]
                 boost = weight * np.array(shares, dtype=np.float32)
-                quoted = extract(row["question"], row["evidence"], row["vectors"], policy, boost)
+                quoted = extract(row["evidence"], row["vectors"] @ row["question"] + boost, policy)
                 answer = " ".join(v.text for v in quoted) or None
             ok = _correct(item, answer)
             if item.in_scope:
@@ -176,7 +176,7 @@ def _verification(rows: list[dict[str, Any]]) -> None:
 def _failures(rows: list[dict[str, Any]], policy: VerifyPolicy, extract_policy: ExtractPolicy) -> None:
     for row in rows:
         item: QAItem = row["item"]
-        quoted = extract(row["question"], row["evidence"], row["vectors"], extract_policy)
+        quoted = extract(row["evidence"], row["vectors"] @ row["question"], extract_policy)
         answer = " ".join(v.text for v in quoted) or None
         if not _correct(item, answer):
             print(f"ext rel={row['relevance']:.2f} {item.question!r} {item.required}")

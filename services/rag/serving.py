@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,11 @@ class _Query:
     sources: list[Hit] = field(default_factory=list)
     vector: list[float] = field(default_factory=list)
     relevant: bool = False
+
+    @property
+    def generates(self) -> bool:
+        """Whether the LLM is asked (every mode but ``extractive``)."""
+        return self.mode != "extractive"
 
     @property
     def asked(self) -> Asked:
@@ -162,13 +167,12 @@ class QueryService:
         if not query.relevant:
             query.timings["answer"] = _ms(mark)
             return Draft([], "none"), Usage()
-        for_claims = query.mode != "extractive"
-        evidence_task = asyncio.create_task(self.grounding.evidence(query.sources, for_claims))
-        if self.settings.prompt_sentences:
-            evidence = await evidence_task
+        if self.settings.prompt_sentences:  # the prompt is made of the evidence
+            evidence = await self.grounding.evidence(query.sources, query.generates)
             completion = await self._generate(query, evidence)
         else:
             # The sources' sentences are embedded while the LLM writes.
+            evidence_task = asyncio.create_task(self.grounding.evidence(query.sources, query.generates))
             try:
                 completion = await self._generate(query, None)
             finally:
@@ -191,7 +195,7 @@ class QueryService:
 
     async def _generate(self, query: _Query, evidence: Evidence | None) -> Completion | None:
         """The LLM's answer; None for an extractive answer (asked for, or the LLM is down)."""
-        if query.mode == "extractive":
+        if not query.generates:
             return None
         messages, max_tokens = self._prompt(query, evidence)
         temperature = query.request.temperature
@@ -210,10 +214,9 @@ class QueryService:
         query = await self._prepare(request)
         if query.cached is not None:
             return self._replay(query)
-        for_claims = query.mode != "extractive"
-        evidence = await self.grounding.evidence(query.sources, for_claims) if query.relevant else None
+        evidence = await self.grounding.evidence(query.sources, query.generates) if query.relevant else None
         stream: ChatStream | None = None
-        if evidence is not None and query.mode != "extractive":
+        if evidence is not None and query.generates:
             messages, max_tokens = self._prompt(query, evidence)
             try:
                 stream = await self._llm_guard.call(
@@ -298,14 +301,15 @@ class QueryService:
         _log.warning("llm_degraded", error=str(exc))
         query.degraded.append("llm")
 
-    def _shown(self, verdict: Verdict) -> tuple[str, list[str]]:
-        """A sentence as shown, with its markers, redacted; and the kinds of PII masked."""
-        markers = "".join(f"[{n}]" for n in verdict.citations)
-        text = f"{verdict.text} {markers}" if markers else verdict.text
+    def _redacted(self, verdict: Verdict) -> tuple[str, list[str]]:
+        """A sentence as shown (without its markers), and the kinds of PII masked in it."""
         if not self.settings.redact_pii:
-            return text, []
-        redaction = redact(text)
+            return verdict.text, []
+        redaction = redact(verdict.text)
         return redaction.text, redaction.kinds
+
+    def _line(self, verdict: Verdict) -> str:
+        return _with_markers(self._redacted(verdict)[0], verdict.citations)
 
     def _response(self, query: _Query, draft: Draft, usage: Usage) -> QueryResponse:
         """The final answer with its per-sentence report, citations, safety, timings and metrics."""
@@ -313,12 +317,12 @@ class QueryService:
         redacted: set[str] = set()
         sentences: list[AnswerSentence] = []
         for verdict in draft.shown:
-            text, kinds = self._shown(verdict)
-            lines.append(text)
+            text, kinds = self._redacted(verdict)
+            lines.append(_with_markers(text, verdict.citations))
             redacted.update(kinds)
             sentences.append(
                 AnswerSentence(
-                    text=redact(verdict.text).text if self.settings.redact_pii else verdict.text,
+                    text=text,
                     citations=list(verdict.citations),
                     supported=verdict.supported,
                     support_score=verdict.score,
@@ -427,12 +431,7 @@ class QueryService:
         if evidence is None:
             draft = Draft([], "none")
         elif stream is not None:
-            asked = query.asked
-            anchors = self.grounding.anchors(asked, evidence)
-            checked: list[Verdict] = []
-            kept: list[Verdict] = []  # may be shown
-            held: list[Verdict] = []  # may be shown, waiting for a sentence that answers the question
-            anchored = query.unsupported == "mark"
+            admission = self.grounding.admit(query.asked, evidence, query.unsupported)
             text = ""
             done = 0
             try:
@@ -442,18 +441,9 @@ class QueryService:
                     if cut <= done:
                         continue
                     for verdict in await self._check(text[done:cut], query, evidence):
-                        checked.append(verdict)
-                        if self.grounding.eligible(verdict, asked, evidence, anchors, kept):
-                            kept.append(verdict)
-                            held.append(verdict)
-                            anchored = anchored or self.grounding.anchored(verdict, anchors)
-                        elif query.unsupported == "mark":
-                            held.append(verdict)
-                        if anchored:
-                            for ready in held:
-                                yield _token(self._shown(ready)[0], sent)
-                                sent += 1
-                            held.clear()
+                        for ready in admission.offer(verdict):
+                            yield _token(self._line(ready), sent)
+                            sent += 1
                     done = cut
             except GenerationUnavailable as exc:
                 # Sentences already sent stand (each was verified); the rest is not coming.
@@ -463,12 +453,12 @@ class QueryService:
                 await stream.aclose()
             usage = _usage(stream.prompt_tokens, stream.completion_tokens)
             query.timings["generate"] = _ms(mark)
-            draft = self.grounding.settle(checked, asked, evidence, query.unsupported)
+            draft = admission.finish()
         if draft is None:
             assert evidence is not None
             draft = self.grounding.extractive(query.asked, evidence)
         # What is left to send: quotes (after the model's sentences, or instead), or the refusal.
-        lines = [self._shown(v)[0] for v in draft.shown[sent:]]
+        lines = [self._line(v) for v in draft.shown[sent:]]
         if not draft.shown:
             lines = [NO_ANSWER]
         for line in lines:
@@ -486,10 +476,13 @@ def _answer_lines(response: QueryResponse) -> list[str]:
     """The shown sentences with their markers, as the answer joined them."""
     if not response.answer_sentences:
         return [response.answer]
-    return [
-        f"{s.text} {''.join(f'[{n}]' for n in s.citations)}" if s.citations else s.text
-        for s in response.answer_sentences
-    ]
+    return [_with_markers(s.text, s.citations) for s in response.answer_sentences]
+
+
+def _with_markers(text: str, citations: Sequence[int]) -> str:
+    """A shown sentence and its citation markers: "It listens on port 8100. [1]"."""
+    markers = "".join(f"[{n}]" for n in citations)
+    return f"{text} {markers}" if markers else text
 
 
 async def _then_end(deltas: AsyncIterator[str]) -> AsyncIterator[str | None]:

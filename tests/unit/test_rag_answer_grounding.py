@@ -125,10 +125,10 @@ def test_verified_citations_point_at_the_supporting_source() -> None:
 
 def test_quotes_are_the_closest_sentences_in_source_order_with_their_antecedent() -> None:
     evidence = _evidence()
-    quoted = extract(_unit(0.3, 1), evidence.sentences, evidence.vectors, ExtractPolicy(0.45, 0.04))
+    quoted = extract(evidence.sentences, evidence.vectors @ _unit(0.3, 1), ExtractPolicy(0.45, 0.04))
     assert [v.text for v in quoted] == TEXTS[:2]  # "It listens ..." brings its subject
     assert all(v.supported and v.citations == (1,) for v in quoted)
-    assert extract(_unit(0, 0, 0, 0, 1), evidence.sentences, evidence.vectors, ExtractPolicy(0.45)) == []
+    assert extract(evidence.sentences, evidence.vectors @ _unit(0, 0, 0, 0, 1), ExtractPolicy(0.45)) == []
 
 
 def test_settling_shows_anchored_sentences_else_quotes_else_nothing() -> None:

@@ -32,22 +32,18 @@ class ExtractPolicy:
 
 
 def extract(
-    question: Vectors,
     evidence: Sequence[SourceSentence],
-    evidence_vectors: Vectors,
+    relevance: Vectors,
     policy: ExtractPolicy,
-    boost: Vectors | None = None,
 ) -> list[Verdict]:
     """Verbatim sentences answering the question, in source order; empty when none is relevant.
 
-    ``boost`` is added to each sentence's cosine before ranking (and thresholds).
+    ``relevance`` scores each sentence against the question (ranking and thresholds use it).
     """
     usable = [i for i, e in enumerate(evidence) if len(e.text.split()) >= _MIN_WORDS]
     if not usable:
         return []
-    scores = evidence_vectors[usable] @ question
-    if boost is not None:
-        scores = scores + boost[usable]
+    scores = relevance[usable]
     order = np.argsort(-scores, kind="stable")
     best = float(scores[order[0]])
     if best < policy.min_relevance:

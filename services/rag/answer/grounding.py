@@ -107,21 +107,20 @@ class Grounding:
             return Evidence(sentences, vectors, vocabulary)
         return Evidence(sentences, vectors[: len(sentences)], vocabulary, vectors[len(sentences) :])
 
-    def lexical_boost(self, asked: Asked, evidence: Evidence) -> Vectors:
-        """Per source sentence: the share of the question's words it (with its title, heading and
-        antecedent) uses, weighted. Embeddings of long sentences blur their parts; a sentence
-        that uses the question's own words ("Redis", "port") is more often the answer."""
+    def scores(self, asked: Asked, evidence: Evidence) -> Vectors:
+        """How close each source sentence is to the question: the cosine of the sentence read in
+        its context, plus the weighted share of the question's words it (with its title, heading
+        and antecedent) uses. Embeddings of long sentences blur their parts; a sentence that
+        uses the question's own words ("Redis", "port") is more often the answer. Quotes,
+        anchors and the prompt's sentences are all ranked by this."""
         weight = self.extract_policy.lexical_weight
-        return np.array(
-            [weight * content_coverage(asked.text, f"{s.label} {s.statement}") for s in evidence.sentences],
-            dtype=np.float32,
-        )
+        shares = [content_coverage(asked.text, f"{s.label} {s.statement}") for s in evidence.sentences]
+        return evidence.vectors @ asked.vector + weight * np.array(shares, dtype=np.float32)
 
     def extractive(self, asked: Asked, evidence: Evidence) -> Draft:
         if not evidence.sentences:
             return Draft([], "none")
-        boost = self.lexical_boost(asked, evidence)
-        quoted = extract(asked.vector, evidence.sentences, evidence.vectors, self.extract_policy, boost)
+        quoted = extract(evidence.sentences, self.scores(asked, evidence), self.extract_policy)
         return Draft(quoted, "extractive" if quoted else "none")
 
     async def check(self, found: list[Claim], evidence: Evidence) -> list[Verdict]:
@@ -148,7 +147,7 @@ class Grounding:
         """The ``count`` source sentences closest to the question (each with its antecedent when
         it opens with a pronoun), by source number, in source order: a prompt of these is short,
         and keeps a small model on what was asked."""
-        scores = evidence.vectors @ asked.vector + self.lexical_boost(asked, evidence)
+        scores = self.scores(asked, evidence)
         picked: set[int] = set()
         for i in np.argsort(-scores, kind="stable")[:count]:
             picked.add(int(i))
@@ -169,37 +168,24 @@ class Grounding:
         """
         if not evidence.sentences:
             return ()
-        scores = evidence.vectors @ asked.vector + self.lexical_boost(asked, evidence)
-        order = np.argsort(-scores, kind="stable")[: self.anchor_sentences]
+        order = np.argsort(-self.scores(asked, evidence), kind="stable")[: self.anchor_sentences]
         return tuple(evidence.sentences[i].position for i in order)
 
     @staticmethod
     def anchored(verdict: Verdict, anchors: tuple[int, ...]) -> bool:
         return verdict.supported and verdict.evidence is not None and verdict.evidence.position in anchors
 
+    def admit(self, asked: Asked, evidence: Evidence, unsupported: Unsupported) -> Admission:
+        return Admission(self, asked, evidence, unsupported)
+
     def settle(
         self, checked: list[Verdict], asked: Asked, evidence: Evidence, unsupported: Unsupported
     ) -> Draft:
-        """What to show: every generated sentence (``mark``); or the ones that may be shown, when
-        one of them is anchored, with the quotes after them when none rests on the closest source
-        sentence; or else the quotes (or no answer)."""
-        if unsupported == "mark" and checked:
-            return Draft(list(checked), "llm", 0, checked)
-        anchors = self.anchors(asked, evidence)
-        kept: list[Verdict] = []
+        """What to show of a whole generated answer (see :class:`Admission`)."""
+        admission = self.admit(asked, evidence, unsupported)
         for verdict in checked:
-            if self.eligible(verdict, asked, evidence, anchors, kept):
-                kept.append(verdict)
-        quotes = self.extractive(asked, evidence)
-        if any(self.anchored(v, anchors) for v in kept):
-            used = {v.evidence.position for v in kept if v.evidence is not None}
-            extra = (
-                []
-                if anchors[0] in used
-                else [q for q in quotes.shown if q.evidence and q.evidence.position not in used]
-            )
-            return Draft(kept + extra, "llm", len(checked) - len(kept), checked)
-        return Draft(quotes.shown, quotes.answered_by, len(checked), checked)
+            admission.offer(verdict)
+        return admission.finish()
 
     @staticmethod
     def eligible(
@@ -222,6 +208,59 @@ class Grounding:
             return True
         specifics = key_terms(closest.text, evidence.vocabulary) - key_terms(asked.text, evidence.vocabulary)
         return not specifics or missing_terms(specifics, verdict.text) != specifics
+
+
+class Admission:
+    """Generated sentences as they come: which may be shown now, and at the end the answer.
+
+    One rule for a stream and a whole answer alike. What is shown: every generated sentence
+    (``mark``); or the ones that may be shown (:meth:`Grounding.eligible`), held until one of
+    them is anchored, with the quotes after them when none rests on the closest source
+    sentence; or else the quotes (or no answer).
+    """
+
+    def __init__(
+        self, grounding: Grounding, asked: Asked, evidence: Evidence, unsupported: Unsupported
+    ) -> None:
+        self._grounding = grounding
+        self._asked = asked
+        self._evidence = evidence
+        self._mark = unsupported == "mark"
+        self._anchors = grounding.anchors(asked, evidence)
+        self._anchored = self._mark
+        self.checked: list[Verdict] = []
+        self._kept: list[Verdict] = []  # may be shown
+        self._held: list[Verdict] = []  # may be shown, waiting for a sentence that answers the question
+
+    def offer(self, verdict: Verdict) -> list[Verdict]:
+        """Takes the next generated sentence; gives back those to show now, in order."""
+        self.checked.append(verdict)
+        if Grounding.eligible(verdict, self._asked, self._evidence, self._anchors, self._kept):
+            self._kept.append(verdict)
+            self._held.append(verdict)
+            self._anchored = self._anchored or Grounding.anchored(verdict, self._anchors)
+        elif self._mark:
+            self._held.append(verdict)
+        if not self._anchored:
+            return []
+        ready, self._held = self._held, []
+        return ready
+
+    def finish(self) -> Draft:
+        """The answer: everything offered was shown already when it stands, quotes follow or replace it."""
+        checked, kept, anchors = self.checked, self._kept, self._anchors
+        if self._mark and checked:
+            return Draft(list(checked), "llm", 0, checked)
+        quotes = self._grounding.extractive(self._asked, self._evidence)
+        if any(Grounding.anchored(v, anchors) for v in kept):
+            used = {v.evidence.position for v in kept if v.evidence is not None}
+            extra = (
+                []
+                if anchors[0] in used
+                else [q for q in quotes.shown if q.evidence and q.evidence.position not in used]
+            )
+            return Draft(kept + extra, "llm", len(checked) - len(kept), checked)
+        return Draft(quotes.shown, quotes.answered_by, len(checked), checked)
 
 
 def _restates(verdict: Verdict, before: Verdict) -> bool:
