@@ -114,8 +114,9 @@ class Grounding:
         uses the question's own words ("Redis", "port") is more often the answer. Quotes,
         anchors and the prompt's sentences are all ranked by this."""
         weight = self.extract_policy.lexical_weight
-        shares = [content_coverage(asked.text, f"{s.label} {s.statement}") for s in evidence.sentences]
-        return evidence.vectors @ asked.vector + weight * np.array(shares, dtype=np.float32)
+        windows = [f"{s.label} {s.statement}" for s in evidence.sentences]
+        boost = [weight * content_coverage(asked.text, window) for window in windows]
+        return evidence.vectors @ asked.vector + np.array(boost, dtype=np.float32)
 
     def extractive(self, asked: Asked, evidence: Evidence) -> Draft:
         if not evidence.sentences:
