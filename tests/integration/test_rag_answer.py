@@ -279,6 +279,8 @@ async def test_metrics_expose_stages_cache_and_drift(rag: httpx.AsyncClient, exa
         ({"question": "x", "top_k": 0}, 422, "invalid_request"),
         ({"question": "x", "temperature": 9}, 422, "invalid_request"),
         ({"question": "x", "stream": "sometimes"}, 422, "invalid_request"),
+        ({"question": "x", "answer_mode": "poetry"}, 422, "invalid_request"),
+        ({"question": "x", "unsupported": "hide"}, 422, "invalid_request"),
         ({"question": "x", "collection": "no such!"}, 422, "invalid_request"),
         ({"question": "x", "filters": {"password": {"eq": "a"}}}, 422, "invalid_request"),
         ({"question": "x", "collection": "t_missing_collection"}, 404, "collection_not_found"),
