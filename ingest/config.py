@@ -5,7 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from ingest.doc_ids import DEFAULT_MAX_DOC_ID_CHARS
+from ingest.loaders import DEFAULT_MAX_JSONL_RECORDS, LoadLimits
 from services.common.config import ServiceSettings
+from services.common.vector_schema import MAX_DOC_ID_CHARS
 
 
 class IngestSettings(ServiceSettings):
@@ -30,6 +33,23 @@ class IngestSettings(ServiceSettings):
         20 * 1024 * 1024, description="Largest file accepted; larger ones fail alone."
     )
     max_upload_files: int = Field(1000, description="Most files or records in one ingest request.")
+    max_doc_id_chars: int = Field(
+        DEFAULT_MAX_DOC_ID_CHARS,
+        ge=1,
+        le=MAX_DOC_ID_CHARS,
+        description="Longest document id: a JSON body holding a longer one is refused (422); a file or JSONL record fails alone.",
+    )
+    max_jsonl_records: int = Field(
+        DEFAULT_MAX_JSONL_RECORDS,
+        ge=1,
+        description="Records read from one JSONL file; the rest are skipped, with a warning.",
+    )
+    max_document_chunks: int = Field(
+        5000, ge=1, description="Most chunks one document may make; a longer document fails alone."
+    )
+    max_job_warnings: int = Field(
+        200, ge=0, description="Warnings kept in a job's record; later ones are only counted."
+    )
     batch_documents: int = Field(
         64, description="Documents indexed together (one embed fan-out, one upsert)."
     )
@@ -45,3 +65,6 @@ class IngestSettings(ServiceSettings):
     )
     sweep_interval_s: int = Field(5, description="How often workers look for jobs of dead workers.")
     job_ttl_s: int = Field(7 * 24 * 3600, description="How long a finished job's record is kept.")
+
+    def load_limits(self) -> LoadLimits:
+        return LoadLimits(self.max_file_bytes, self.max_jsonl_records, self.max_doc_id_chars)

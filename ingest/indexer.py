@@ -24,7 +24,9 @@ from tenacity import (
 )
 
 from ingest.chunking import Chunk, Chunker
+from ingest.doc_ids import DEFAULT_MAX_DOC_ID_CHARS, check_doc_id, shown_name
 from ingest.documents import Document
+from ingest.failures import describe_error
 from ingest.store import ChunkStore, StoreUnavailable
 from services.common import vector_schema as vs
 from services.common.corpus_generation import bump_generation
@@ -83,10 +85,6 @@ def _log_wait(state: RetryCallState) -> None:
     _log.warning("dependency_unavailable_waiting", attempt=state.attempt_number, error=error)
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
-
-
 class Indexer:
     def __init__(
         self,
@@ -96,6 +94,8 @@ class Indexer:
         dim: int,
         embed_concurrency: int = 4,
         dependency_wait_s: float = 300.0,
+        max_document_chunks: int = 5000,
+        max_doc_id_chars: int = DEFAULT_MAX_DOC_ID_CHARS,
     ) -> None:
         self._store = store
         self._embeddings = embeddings
@@ -103,6 +103,8 @@ class Indexer:
         self._dim = dim
         self._embed_slots = asyncio.Semaphore(embed_concurrency)
         self._dependency_wait_s = dependency_wait_s
+        self._max_chunks = max_document_chunks
+        self._max_id_chars = max_doc_id_chars
 
     async def ensure_collection(self, collection: str) -> bool:
         return await self._waiting(lambda: self._store.ensure_collection(collection, self._dim))
@@ -120,23 +122,37 @@ class Indexer:
         """Index ``docs``; the outcome of each by doc id. Only dependency outages raise."""
         outcomes: dict[str, DocOutcome] = {}
         latest: dict[str, Document] = {}
+        hashes: dict[str, str] = {}
         for doc in docs:
+            try:
+                # Loaders check ids already; this keeps any other caller's bad id out of the
+                # Milvus filter below, where it would fail the whole batch.
+                check_doc_id(doc.doc_id, self._max_id_chars)
+                digest = doc.content_hash  # metadata nested past the recursion limit raises here
+            except Exception as exc:  # one bad document fails alone
+                outcomes[shown_name(doc.doc_id)] = DocOutcome("failed", error=describe_error(exc))
+                continue
             if doc.doc_id in latest:
                 outcomes[doc.doc_id] = DocOutcome("failed", error="duplicate doc id in one batch")
             latest[doc.doc_id] = doc
+            hashes[doc.doc_id] = digest
         states = await self._waiting(lambda: self._store.doc_states(collection, list(latest)))
         pending: list[_Pending] = []
         for doc_id, doc in latest.items():
             state = states.get(doc_id)
-            if state is not None and state.current(doc.content_hash):
+            if state is not None and state.current(hashes[doc_id]):
                 outcomes[doc_id] = DocOutcome("unchanged")
                 continue
             try:
                 chunks = chunker.split(doc)
                 if not chunks:
                     raise ValueError("document has no text to index")
+                if len(chunks) > self._max_chunks:
+                    raise ValueError(
+                        f"document makes {len(chunks):,} chunks, over the cap of {self._max_chunks:,}"
+                    )
             except Exception as exc:  # one bad document fails alone
-                outcomes[doc_id] = DocOutcome("failed", error=_describe(exc))
+                outcomes[doc_id] = DocOutcome("failed", error=describe_error(exc))
                 continue
             stale = (state.chunk_ids if state else set()) - {c.chunk_id for c in chunks}
             pending.append(_Pending(doc, chunks, stale, "updated" if state else "added"))
@@ -155,9 +171,9 @@ class Indexer:
             raise
         except Exception as exc:
             if len(pending) == 1:
-                return {pending[0].doc.doc_id: DocOutcome("failed", error=_describe(exc))}
+                return {pending[0].doc.doc_id: DocOutcome("failed", error=describe_error(exc))}
             # Something in the batch was refused: redo one by one so only the culprit fails.
-            _log.warning("batch_failed_retrying_singly", collection=collection, error=_describe(exc))
+            _log.warning("batch_failed_retrying_singly", collection=collection, error=describe_error(exc))
             results: dict[str, DocOutcome] = {}
             for item in pending:
                 results.update(await self._write(collection, [item], on_embedded))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,8 +22,17 @@ JobState = Literal["queued", "running", "completed", "failed"]
 _PREFIX = "quarry:ingest:job:"
 
 
+_JOB_ID = re.compile(r"job_[0-9a-f]{24}")
+
+
 def new_job_id() -> str:
     return f"job_{secrets.token_hex(12)}"
+
+
+def valid_job_id(job_id: str) -> bool:
+    """Only ids this module makes: another string could name one of a job's other keys
+    (``job_x:results``) and be read as a job record."""
+    return _JOB_ID.fullmatch(job_id) is not None
 
 
 @dataclass(frozen=True)
@@ -66,9 +75,10 @@ class JobView:
 
 
 class JobStore:
-    def __init__(self, redis: Any, ttl_s: int) -> None:
+    def __init__(self, redis: Any, ttl_s: int, max_warnings: int = 200) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
+        self._max_warnings = max_warnings
 
     @staticmethod
     def _keys(job_id: str) -> tuple[str, str, str, str]:
@@ -98,9 +108,10 @@ class JobStore:
             await pipe.execute()
         return job_id
 
-    async def inputs(self, job_id: str) -> Iterator[JobInput]:
+    async def inputs(self, job_id: str) -> list[JobInput]:
+        """The job's inputs; empty when they are gone (expired, or evicted by Redis)."""
         raw = await self._redis.lrange(self._keys(job_id)[1], 0, -1)
-        return (JobInput.from_json(r) for r in raw)
+        return [_decoded(n, r) for n, r in enumerate(raw)]
 
     async def start_attempt(self, job_id: str) -> int:
         """Mark the job running; the number of this attempt."""
@@ -124,10 +135,20 @@ class JobStore:
             await pipe.execute()
 
     async def warn(self, job_id: str, warnings: list[str]) -> None:
-        if warnings:
-            key = self._keys(job_id)[3]
-            await self._redis.rpush(key, *warnings)
-            await self._redis.expire(key, self._ttl_s)
+        """Keep up to ``max_warnings`` per job and count the rest: a file of a million bad
+        lines must not make a job record of a million lines."""
+        if not warnings:
+            return
+        meta, _, _, key = self._keys(job_id)
+        room = max(self._max_warnings - await self._redis.llen(key), 0)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if room:
+                pipe.rpush(key, *warnings[:room])
+                pipe.ltrim(key, 0, self._max_warnings - 1)
+                pipe.expire(key, self._ttl_s)
+            if len(warnings) > room:
+                pipe.hincrby(meta, "warnings_dropped", len(warnings) - room)
+            await pipe.execute()
 
     async def finish(self, job_id: str, state: JobState, error: str = "") -> None:
         meta, inputs_key, _, _ = self._keys(job_id)
@@ -137,6 +158,8 @@ class JobStore:
             await pipe.execute()
 
     async def get(self, job_id: str) -> JobView | None:
+        if not valid_job_id(job_id):
+            return None
         meta, _, results, warnings_key = self._keys(job_id)
         raw = await self._redis.hgetall(meta)
         if not raw:
@@ -147,7 +170,11 @@ class JobStore:
             status, chunks, error = json.loads(value)
             if status in STATUSES:
                 report.record(doc_id.decode(), DocOutcome(status, chunks, error))
-        report.warnings = [w.decode() for w in await self._redis.lrange(warnings_key, 0, 199)]
+        if self._max_warnings:
+            kept = await self._redis.lrange(warnings_key, 0, self._max_warnings - 1)
+            report.warnings = [w.decode() for w in kept]
+        if dropped := int(fields.get("warnings_dropped", 0)):
+            report.warnings.append(f"{dropped:,} more warnings were not kept (the cap per job)")
         started, finished = fields.get("started_at"), fields.get("finished_at")
         return JobView(
             job_id=job_id,
@@ -161,3 +188,11 @@ class JobStore:
             error=fields.get("error", ""),
             report=report,
         )
+
+
+def _decoded(number: int, raw: bytes) -> JobInput:
+    try:
+        return JobInput.from_json(raw)
+    except (ValueError, KeyError, TypeError):
+        # A damaged entry fails alone; the job's other inputs still run.
+        return JobInput(f"input-{number}", error="the stored input is damaged and cannot be read")

@@ -9,27 +9,40 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ingest.doc_ids import DEFAULT_MAX_DOC_ID_CHARS, InvalidDocId, check_doc_id
 from ingest.documents import Document
+from ingest.failures import describe_error
 from services.common.logs import get_logger
-from services.common.vector_schema import MAX_DOC_ID_CHARS
 
 _log = get_logger(__name__)
 
 DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_JSONL_RECORDS = 100_000
 
 
 class LoadError(Exception):
     """A file that cannot become documents; the message says why."""
 
 
+@dataclass(frozen=True)
+class LoadLimits:
+    """Caps on what one file may become (the QUARRY_INGEST_MAX_* settings)."""
+
+    file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    jsonl_records: int = DEFAULT_MAX_JSONL_RECORDS
+    doc_id_chars: int = DEFAULT_MAX_DOC_ID_CHARS
+
+
 @dataclass
 class Loaded:
-    documents: list[Document]
+    documents: list[Document] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Records of a many-document file that failed alone, by where they are ("a.jsonl line 3").
+    failures: dict[str, str] = field(default_factory=dict)
 
 
 def _decode(data: bytes, name: str, warnings: list[str]) -> str:
@@ -102,16 +115,17 @@ def _load_pdf(doc_id: str, data: bytes) -> list[Document]:
     return [Document(doc_id, title, doc_id, text, {"format": "pdf", "pages": len(pages)})]
 
 
-def record_document(record: Any, source: str) -> Document:
+def record_document(record: Any, source: str, max_id_chars: int = DEFAULT_MAX_DOC_ID_CHARS) -> Document:
     """A BEIR-shaped record ``{_id|id, title, text, metadata}`` as a Document."""
     if not isinstance(record, dict):
         raise LoadError("record is not a JSON object")
-    doc_id = record.get("_id", record.get("id"))
-    if not isinstance(doc_id, str | int) or isinstance(doc_id, bool) or not str(doc_id):
+    raw_id = record.get("_id", record.get("id"))
+    if raw_id is None:
         raise LoadError("record has no _id or id")
-    doc_id = str(doc_id)
-    if len(doc_id) > MAX_DOC_ID_CHARS:
-        raise LoadError(f"id is longer than {MAX_DOC_ID_CHARS} characters")
+    try:
+        doc_id = check_doc_id(raw_id, max_id_chars)
+    except InvalidDocId as exc:
+        raise LoadError(str(exc)) from exc
     text, title, metadata = record.get("text"), record.get("title") or "", record.get("metadata") or {}
     if not isinstance(text, str) or not text.strip():
         raise LoadError(f"record {doc_id!r} has no text")
@@ -120,59 +134,80 @@ def record_document(record: Any, source: str) -> Document:
     return Document(doc_id, title or _title_of(text, doc_id), source, text, metadata)
 
 
-def _load_jsonl(name: str, data: bytes, warnings: list[str]) -> list[Document]:
+def _load_jsonl(name: str, data: bytes, limits: LoadLimits, out: Loaded) -> list[Document]:
     docs: list[Document] = []
-    for number, line in enumerate(_decode(data, name, warnings).splitlines(), start=1):
+    records = 0
+    for number, line in enumerate(_decode(data, name, out.warnings).splitlines(), start=1):
         if not line.strip():
             continue
+        if records == limits.jsonl_records:
+            out.warnings.append(
+                f"{name}: only the first {records:,} records were read (the cap per JSONL file);"
+                f" skipped from line {number} on"
+            )
+            break
+        records += 1
         try:
-            docs.append(record_document(json.loads(line), name))
-        except (json.JSONDecodeError, LoadError) as exc:
-            # One bad record is reported and skipped; the rest of the file still loads.
-            warnings.append(f"{name} line {number}: skipped: {exc}")
+            docs.append(record_document(json.loads(line), name, limits.doc_id_chars))
+        except LoadError as exc:
+            out.failures[f"{name} line {number}"] = str(exc)
+        except Exception as exc:  # a record's own content (JSON nested too deep...) fails it alone
+            out.failures[f"{name} line {number}"] = describe_error(exc)
     if not docs:
-        raise LoadError("no valid records in JSONL file")
+        first = next(iter(out.failures.items()), None)
+        raise LoadError("no valid records in JSONL file" + (f" ({first[0]}: {first[1]})" if first else ""))
     return docs
 
 
-_Loader = Callable[[str, bytes, list[str]], list[Document]]
+_Loader = Callable[[str, bytes, LoadLimits, Loaded], list[Document]]
 
 _LOADERS: dict[str, _Loader] = {
-    ".txt": lambda d, b, w: _load_text(d, b, "txt", w),
-    ".md": lambda d, b, w: _load_text(d, b, "md", w),
-    ".markdown": lambda d, b, w: _load_text(d, b, "md", w),
-    ".html": _load_html,
-    ".htm": _load_html,
-    ".pdf": lambda d, b, _w: _load_pdf(d, b),
+    ".txt": lambda d, b, _l, out: _load_text(d, b, "txt", out.warnings),
+    ".md": lambda d, b, _l, out: _load_text(d, b, "md", out.warnings),
+    ".markdown": lambda d, b, _l, out: _load_text(d, b, "md", out.warnings),
+    ".html": lambda d, b, _l, out: _load_html(d, b, out.warnings),
+    ".htm": lambda d, b, _l, out: _load_html(d, b, out.warnings),
+    ".pdf": lambda d, b, _l, _out: _load_pdf(d, b),
     ".jsonl": _load_jsonl,
 }
 
 SUPPORTED_SUFFIXES = frozenset(_LOADERS)
 
 
-def load_bytes(name: str, data: bytes, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Loaded:
+def load_bytes(name: str, data: bytes, limits: LoadLimits | None = None) -> Loaded:
     """Documents in one file called ``name`` (its doc id for single-document formats)."""
+    limits = limits or LoadLimits()
     suffix = PurePosixPath(name).suffix.lower()
     loader = _LOADERS.get(suffix)
     if loader is None:
         raise LoadError(
             f"unsupported file type {suffix or '(none)'}; supported: {', '.join(sorted(_LOADERS))}"
         )
-    if len(data) > max_bytes:
-        raise LoadError(f"file is {len(data):,} bytes, over the cap of {max_bytes:,} bytes")
-    if len(name) > MAX_DOC_ID_CHARS:
-        raise LoadError(f"name is longer than {MAX_DOC_ID_CHARS} characters")
-    warnings: list[str] = []
-    return Loaded(loader(name, data, warnings), warnings)
+    if len(data) > limits.file_bytes:
+        raise LoadError(f"file is {len(data):,} bytes, over the cap of {limits.file_bytes:,} bytes")
+    try:
+        check_doc_id(name, limits.doc_id_chars)
+    except InvalidDocId as exc:
+        raise LoadError(f"file name: {exc}") from exc
+    out = Loaded()
+    out.documents = loader(name, data, limits, out)
+    return out
 
 
-def load_file(path: Path, root: Path | None = None, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Loaded:
+def load_file(
+    path: Path, root: Path | None = None, max_bytes: int | None = None, limits: LoadLimits | None = None
+) -> Loaded:
+    """``max_bytes``, when given, replaces ``limits.file_bytes``: callers that set only the size
+    cap need not build limits."""
+    limits = limits or LoadLimits()
+    if max_bytes is not None:
+        limits = replace(limits, file_bytes=max_bytes)
     # The id is the path relative to what was ingested, so re-ingesting finds the same doc.
     rel = path.relative_to(root) if root and path.is_relative_to(root) else Path(path.name)
     size = path.stat().st_size
-    if size > max_bytes:  # checked before reading, so a huge file is never loaded
-        raise LoadError(f"file is {size:,} bytes, over the cap of {max_bytes:,} bytes")
-    return load_bytes(rel.as_posix(), path.read_bytes(), max_bytes)
+    if size > limits.file_bytes:  # checked before reading, so a huge file is never loaded
+        raise LoadError(f"file is {size:,} bytes, over the cap of {limits.file_bytes:,} bytes")
+    return load_bytes(rel.as_posix(), path.read_bytes(), limits)
 
 
 def iter_files(path: Path) -> Iterator[Path]:

@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ingest.chunking import Chunker
+from ingest.doc_ids import shown_name
 from ingest.documents import Document
+from ingest.failures import describe_error
 from ingest.indexer import DocOutcome, Indexer
 from ingest.loaders import Loaded, LoadError
 
@@ -34,13 +36,20 @@ def load_sources(sources: Iterable[Source]) -> LoadedSources:
     """Load everything; a source that cannot be read fails alone, with its reason."""
     out = LoadedSources()
     for source in sources:
+        # The name keys the error in the job record, so it must be storable even when the
+        # name itself is what is wrong (a NUL, a lone surrogate).
+        name = shown_name(source.name)
         try:
             loaded = source.load()
         except (LoadError, OSError) as exc:
-            out.failures[source.name] = DocOutcome("failed", error=str(exc) or type(exc).__name__)
+            out.failures[name] = DocOutcome("failed", error=str(exc) or type(exc).__name__)
+            continue
+        except Exception as exc:  # whatever a file makes a parser raise (RecursionError...)
+            out.failures[name] = DocOutcome("failed", error=describe_error(exc))
             continue
         out.documents.extend(loaded.documents)
         out.warnings.extend(loaded.warnings)
+        out.failures.update({k: DocOutcome("failed", error=v) for k, v in loaded.failures.items()})
     return out
 
 

@@ -46,12 +46,18 @@ async def open_resources(settings: IngestSettings) -> AsyncIterator[IngestResour
             embeddings=embeddings,
             redis=redis,
             indexer=Indexer(
-                store, embeddings, redis, settings.embedding_dim, dependency_wait_s=settings.dependency_wait_s
+                store,
+                embeddings,
+                redis,
+                settings.embedding_dim,
+                dependency_wait_s=settings.dependency_wait_s,
+                max_document_chunks=settings.max_document_chunks,
+                max_doc_id_chars=settings.max_doc_id_chars,
             ),
             configs=CollectionConfigs(
                 redis, CollectionConfig(settings.chunk_tokens, settings.chunk_overlap_tokens)
             ),
-            jobs=JobStore(redis, settings.job_ttl_s),
+            jobs=JobStore(redis, settings.job_ttl_s, settings.max_job_warnings),
         )
     finally:
         await embeddings.aclose()

@@ -8,15 +8,15 @@ from pathlib import Path
 
 from ingest.config import IngestSettings
 from ingest.indexer import DocOutcome, IngestReport
-from ingest.loaders import iter_files, load_file
+from ingest.loaders import LoadLimits, iter_files, load_file
 from ingest.pipeline import Source, index_documents, load_sources
 from ingest.resources import open_resources
 
 
-def file_sources(path: Path, max_bytes: int) -> list[Source]:
+def file_sources(path: Path, limits: LoadLimits) -> list[Source]:
     root = path if path.is_dir() else path.parent
     return [
-        Source(file.relative_to(root).as_posix(), partial(load_file, file, root, max_bytes))
+        Source(file.relative_to(root).as_posix(), partial(load_file, file, root, limits=limits))
         for file in iter_files(path)
     ]
 
@@ -36,7 +36,7 @@ async def ingest_path(
     ``on_loaded(total documents)``, ``on_documents(done, chunks)`` and ``on_embedded(chunks)``
     report progress.
     """
-    loaded = load_sources(file_sources(path, settings.max_file_bytes))
+    loaded = load_sources(file_sources(path, settings.load_limits()))
     report = IngestReport(warnings=loaded.warnings)
     for name, outcome in loaded.failures.items():
         report.record(name, outcome)

@@ -19,10 +19,11 @@ from ingest.chunking import chunker_for
 from ingest.config import IngestSettings
 from ingest.indexer import DocOutcome
 from ingest.jobs import JobInput
-from ingest.loaders import Loaded, LoadError, load_bytes, record_document
+from ingest.loaders import Loaded, LoadError, LoadLimits, load_bytes, record_document
 from ingest.pipeline import Source, index_documents, load_sources
 from ingest.queue import create_queue
 from ingest.resources import IngestResources, open_resources
+from services.common.corpus_generation import bump_generation
 from services.common.logs import configure_logging, get_logger
 
 _log = get_logger(__name__)
@@ -32,12 +33,15 @@ class WorkerContext(Context, total=False):
     resources: IngestResources
 
 
-def _load_input(item: JobInput, max_bytes: int) -> Loaded:
+INPUTS_MISSING = "inputs_missing"
+
+
+def _load_input(item: JobInput, limits: LoadLimits) -> Loaded:
     if item.error:
         raise LoadError(item.error)
     if item.record is not None:
-        return Loaded([record_document(item.record, item.name)])
-    return load_bytes(item.name, item.data, max_bytes)
+        return Loaded([record_document(item.record, item.name, limits.doc_id_chars)])
+    return load_bytes(item.name, item.data, limits)
 
 
 async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
@@ -45,6 +49,10 @@ async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
     queued = ctx["job"]
     view = await res.jobs.get(job_id)
     if view is None:  # expired or never written: nothing to do
+        return {}
+    if view.state in ("completed", "failed"):
+        # Delivered again after it finished (its worker died before saq heard): its inputs
+        # are deleted by now, which must not read as lost.
         return {}
     attempt = await res.jobs.start_attempt(job_id)
     done = 0
@@ -59,8 +67,20 @@ async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
     inputs: list[JobInput] = []
     beating = asyncio.create_task(heartbeat())
     try:
-        inputs = list(await res.jobs.inputs(job_id))
-        sources = [Source(i.name, partial(_load_input, i, res.settings.max_file_bytes)) for i in inputs]
+        inputs = await res.jobs.inputs(job_id)
+        if not inputs:
+            # Expired or evicted from Redis: completing with nothing indexed would lose the
+            # documents silently. Not retried; no later attempt can find them either.
+            _log.error("ingest_job_inputs_missing", job_id=job_id, expected=view.inputs)
+            await res.jobs.finish(
+                job_id,
+                "failed",
+                f"{INPUTS_MISSING}: the job's {view.inputs} inputs are "
+                "no longer in Redis (expired or evicted); submit the documents again",
+            )
+            return {"documents": 0}
+        limits = res.settings.load_limits()
+        sources = [Source(i.name, partial(_load_input, i, limits)) for i in inputs]
         loaded = await asyncio.to_thread(load_sources, sources)
         await res.jobs.record(job_id, loaded.failures)
         if attempt == 1:
@@ -76,6 +96,10 @@ async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
         await index_documents(
             res.indexer, view.collection, chunker, loaded.documents, res.settings.batch_documents, batch_done
         )
+        if attempt > 1:
+            # An earlier attempt may have died after writing but before bumping (its documents
+            # now read as unchanged, so nothing here bumps): cached answers must not outlive it.
+            await bump_generation(res.redis, view.collection)
     except Exception as exc:
         if queued.attempts >= queued.retries:
             await res.jobs.finish(job_id, "failed", f"{type(exc).__name__}: {exc}"[:500])

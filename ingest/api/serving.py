@@ -20,6 +20,7 @@ from ingest.api.schemas import (
     StoredDocumentInfo,
 )
 from ingest.collections import CollectionConfig, valid_collection_name
+from ingest.doc_ids import InvalidDocId, check_doc_id
 from ingest.jobs import JobInput
 from ingest.queue import enqueue_ingest
 from ingest.resources import IngestResources
@@ -132,13 +133,23 @@ class IngestService:
 
     async def submit_records(self, collection: str, records: list[dict[str, Any]]) -> tuple[str, int]:
         inputs = [
-            JobInput(
-                str(r.get("_id", r.get("id", f"record-{n}"))) if isinstance(r, dict) else f"record-{n}",
-                record=r,
-            )
+            JobInput(self._record_name(n, r), record=r)
+            if isinstance(r, dict)
+            else JobInput(f"record-{n}", record=r)
             for n, r in enumerate(records)
         ]
         return await self._submit(collection, inputs)
+
+    def _record_name(self, n: int, record: dict[str, Any]) -> str:
+        """The record's id, refused here when it is one no document may have: the caller hears
+        at once, and the id never reaches a Redis key or a Milvus filter."""
+        raw = record.get("_id", record.get("id"))
+        if raw is None:  # fails alone in the job, with its reason
+            return f"record-{n}"
+        try:
+            return check_doc_id(raw, self._settings.max_doc_id_chars)
+        except InvalidDocId as exc:
+            raise APIError(422, "invalid_document_id", f"documents.{n}: {exc}") from exc
 
     async def _submit(self, collection: str, inputs: list[JobInput]) -> tuple[str, int]:
         _check_name(collection)
@@ -206,6 +217,10 @@ class IngestService:
         )
 
     async def delete_document(self, collection: str, doc_id: str) -> None:
+        try:
+            check_doc_id(doc_id, self._settings.max_doc_id_chars)
+        except InvalidDocId as exc:
+            raise APIError(422, "invalid_document_id", str(exc)) from exc
         await self._require(collection)
         if not await _guarded(self._res.indexer.delete(collection, doc_id)):
             raise APIError(404, "document_not_found", f"no document {doc_id!r} in {collection!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +14,7 @@ from services.cli.suite import Suite
 from services.common.http_client import create_http2_client
 from services.common.milvus_connect import connect_milvus
 from services.common.milvus_expr import field_equals
+from tests.integration.ingest_jobs import finished
 
 
 @pytest.fixture
@@ -30,15 +30,6 @@ def _pdf(text: str) -> bytes:
     pdf.set_font("helvetica", size=12)
     pdf.multi_cell(0, 10, text)
     return bytes(pdf.output())
-
-
-async def _finished(api: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
-    for _ in range(600):
-        body: dict[str, Any] = (await api.get(f"/v1/jobs/{job_id}")).json()
-        if body["state"] in ("completed", "failed"):
-            return body
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish: {body}")
 
 
 def _assert_error(response: httpx.Response, status: int, code: str) -> None:
@@ -84,7 +75,7 @@ async def test_files_job_reports_each_document_and_delete_leaves_nothing(
     accepted = await api.post(f"/v1/collections/{collection_name}/documents", files=files)
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["inputs"] == 6
-    job = await _finished(api, accepted.json()["job_id"])
+    job = await finished(api, accepted.json()["job_id"])
     assert job["state"] == "completed"
     assert job["counts"]["added"] == 4 and job["counts"]["failed"] == 2
     errors = {e["doc_id"]: e["error"] for e in job["errors"]}
@@ -116,7 +107,7 @@ async def test_files_job_reports_each_document_and_delete_leaves_nothing(
         )
         # Same files again: nothing to do; all four are unchanged.
         again = await api.post(f"/v1/collections/{collection_name}/documents", files=files[:4])
-        job = await _finished(api, again.json()["job_id"])
+        job = await finished(api, again.json()["job_id"])
         assert job["counts"]["unchanged"] == 3 and job["counts"]["added"] == 1  # paper.pdf came back
     finally:
         milvus.drop_collection(collection_name)
@@ -130,13 +121,13 @@ async def test_json_records_and_updates(api: httpx.AsyncClient, suite: Suite, co
         {"_id": "c"},  # no text: fails alone
     ]
     first = await api.post(f"/v1/collections/{collection_name}/documents", json={"documents": records})
-    job = await _finished(api, first.json()["job_id"])
+    job = await finished(api, first.json()["job_id"])
     assert (job["counts"]["added"], job["counts"]["failed"]) == (2, 1)
     assert "no text" in job["errors"][0]["error"]
 
     records[0]["text"] = "First record, now about hybrid search."
     second = await api.post(f"/v1/collections/{collection_name}/documents", json={"documents": records[:2]})
-    job = await _finished(api, second.json()["job_id"])
+    job = await finished(api, second.json()["job_id"])
     assert (job["counts"]["updated"], job["counts"]["unchanged"]) == (1, 1)
     milvus = connect_milvus(suite.milvus_uri)
     try:
@@ -185,3 +176,61 @@ async def test_bad_names_and_unknown_ids(api: httpx.AsyncClient) -> None:
         422,
         "invalid_request",
     )
+
+
+@pytest.mark.parametrize(
+    ("doc_id", "reason"),
+    [
+        ("a\u0000b", "control character (U+0000)"),
+        ("line\nbreak", "control character (U+000A)"),
+        ("x" * 513, "over the cap of 512"),
+        (1.5, "must be a string"),
+        ({"nested": "id"}, "must be a string"),
+        ("", "id is empty"),
+    ],
+)
+async def test_a_record_id_no_document_may_have_is_a_422(
+    api: httpx.AsyncClient, collection_name: str, doc_id: object, reason: str
+) -> None:
+    records = [{"_id": "good", "text": "A good record."}, {"_id": doc_id, "text": "Some text."}]
+    response = await api.post(f"/v1/collections/{collection_name}/documents", json={"documents": records})
+    _assert_error(response, 422, "invalid_document_id")
+    message = response.json()["error"]["message"]
+    assert message.startswith("documents.1:") and reason in message
+
+
+async def test_a_lone_surrogate_in_an_id_is_a_422(api: httpx.AsyncClient, collection_name: str) -> None:
+    body = '{"documents": [{"_id": "a\\ud800b", "text": "Some text."}]}'
+    response = await api.post(
+        f"/v1/collections/{collection_name}/documents",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] in ("invalid_document_id", "invalid_request")
+
+
+async def test_job_ids_are_checked_on_the_route(api: httpx.AsyncClient, collection_name: str) -> None:
+    accepted = await api.post(
+        f"/v1/collections/{collection_name}/documents",
+        json={"documents": [{"_id": "a", "text": "Some text to index."}]},
+    )
+    job_id = accepted.json()["job_id"]
+    await finished(api, job_id)
+    try:
+        # Each names another key of a real job (its results, inputs, warnings): none is a job.
+        for suffix in (":results", ":inputs", ":warnings", "%0A", "%00"):
+            _assert_error(await api.get(f"/v1/jobs/{job_id}{suffix}"), 404, "job_not_found")
+        _assert_error(await api.get("/v1/jobs/job_x:results"), 404, "job_not_found")
+        # A document id no document can have is refused before it reaches a Milvus filter
+        # (a newline matches no route at all: the router's patterns stop at line ends).
+        for bad, status, code in [
+            ("a%0Ab", 404, "not_found"),
+            ("a%00b", 422, "invalid_document_id"),
+            ("a%09b", 422, "invalid_document_id"),
+        ]:
+            _assert_error(
+                await api.delete(f"/v1/collections/{collection_name}/documents/{bad}"), status, code
+            )
+    finally:
+        await api.delete(f"/v1/collections/{collection_name}")

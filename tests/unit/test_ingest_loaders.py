@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fpdf import FPDF
 
-from ingest.loaders import LoadError, iter_files, load_bytes, load_file
+from ingest.loaders import LoadError, LoadLimits, iter_files, load_bytes, load_file
 
 
 def _pdf(text: str, title: str = "") -> bytes:
@@ -58,7 +58,7 @@ def test_corrupt_pdf_fails_with_reason() -> None:
         load_bytes("broken.pdf", b"%PDF-1.7\n this is not a pdf at all")
 
 
-def test_jsonl_records_in_beir_shape_and_bad_lines_are_skipped_with_warning() -> None:
+def test_jsonl_records_in_beir_shape_and_bad_lines_fail_alone() -> None:
     lines = [
         json.dumps(
             {"_id": "4983", "title": "Microstructure", "text": "Alterations of the brain.", "metadata": {}}
@@ -73,8 +73,54 @@ def test_jsonl_records_in_beir_shape_and_bad_lines_are_skipped_with_warning() ->
         ("7", "Numeric ids become strings."),
     ]
     assert loaded.documents[1].metadata == {"year": 2001}
-    assert len(loaded.warnings) == 2
-    assert "line 2" in loaded.warnings[0] and "line 4" in loaded.warnings[1]
+    assert set(loaded.failures) == {"corpus.jsonl line 2", "corpus.jsonl line 4"}
+    assert "JSONDecodeError" in loaded.failures["corpus.jsonl line 2"]
+    assert "no text" in loaded.failures["corpus.jsonl line 4"]
+    assert loaded.warnings == []
+
+
+def test_a_line_nested_too_deep_fails_alone() -> None:
+    deep = "[" * 200_000 + "]" * 200_000
+    good = json.dumps({"_id": "ok", "text": "A good record."})
+    loaded = load_bytes("deep.jsonl", f"{deep}\n{good}\n".encode())
+    assert [d.doc_id for d in loaded.documents] == ["ok"]
+    assert "RecursionError" in loaded.failures["deep.jsonl line 1"]
+
+
+@pytest.mark.parametrize(
+    ("doc_id", "reason"),
+    [
+        ("a\x00b", "control character (U+0000)"),
+        ("a\nb", "control character (U+000A)"),
+        ("\ud800x", "lone surrogate (U+D800)"),
+        ("x" * 513, "over the cap of 512"),
+        ("ü" * 300, "bytes in UTF-8"),
+        (1.5, "must be a string, not a number"),
+        ({"a": 1}, "must be a string, not an object"),
+        ("  ", "id is empty"),
+    ],
+)
+def test_bad_record_ids_fail_that_record_with_a_reason(doc_id: object, reason: str) -> None:
+    line = json.dumps({"_id": doc_id, "text": "Some text."})
+    good = json.dumps({"_id": "fine", "text": "Other text."})
+    loaded = load_bytes("ids.jsonl", f"{line}\n{good}".encode())
+    assert [d.doc_id for d in loaded.documents] == ["fine"]
+    assert reason in loaded.failures["ids.jsonl line 1"]
+
+
+def test_jsonl_records_past_the_cap_are_skipped_with_a_warning() -> None:
+    lines = [json.dumps({"_id": f"r{i}", "text": f"Record {i}."}) for i in range(5)]
+    loaded = load_bytes("many.jsonl", "\n\n".join(lines).encode(), LoadLimits(jsonl_records=3))
+    assert [d.doc_id for d in loaded.documents] == ["r0", "r1", "r2"]
+    [warning] = loaded.warnings
+    assert "only the first 3 records" in warning and "line 7" in warning
+
+
+def test_a_file_name_that_is_no_valid_id_fails_the_file() -> None:
+    with pytest.raises(LoadError, match=r"file name: id contains a control character \(U\+000A\)"):
+        load_bytes("bad\nname.txt", b"text")
+    with pytest.raises(LoadError, match="over the cap of 8"):
+        load_bytes("long-name.txt", b"text", LoadLimits(doc_id_chars=8))
 
 
 @pytest.mark.parametrize(
@@ -97,7 +143,7 @@ def test_size_cap_gives_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LoadError, match="2,048 bytes, over the cap of 1,024 bytes"):
         load_file(big, tmp_path, max_bytes=1024)
     with pytest.raises(LoadError, match="over the cap"):
-        load_bytes("big.txt", b"x" * 2048, max_bytes=1024)
+        load_bytes("big.txt", b"x" * 2048, LoadLimits(file_bytes=1024))
 
 
 def test_doc_ids_are_paths_relative_to_the_ingested_folder(tmp_path: Path) -> None:

@@ -1,0 +1,19 @@
+"""Waiting on a job of the ingest API, for the tests that submit through it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+
+async def finished(api: httpx.AsyncClient, job_id: str, timeout_s: float = 180.0) -> dict[str, Any]:
+    """The job's status once it is completed or failed."""
+    body: dict[str, Any] = {}
+    for _ in range(int(timeout_s / 0.2)):
+        body = (await api.get(f"/v1/jobs/{job_id}")).json()
+        if body["state"] in ("completed", "failed"):
+            return body
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish: {body}")
