@@ -37,7 +37,10 @@ class IngestSettings(ServiceSettings):
         DEFAULT_MAX_DOC_ID_CHARS,
         ge=1,
         le=MAX_DOC_ID_CHARS,
-        description="Longest document id: a JSON body holding a longer one is refused (422); a file or JSONL record fails alone.",
+        description=(
+            "Longest document id: a JSON body holding a longer one is refused (422);"
+            " a file or JSONL record fails alone."
+        ),
     )
     max_jsonl_records: int = Field(
         DEFAULT_MAX_JSONL_RECORDS,

@@ -60,6 +60,7 @@ async def test_poison_files_and_records_fail_alone(
             _line({"_id": "new\nline", "text": "An id with a newline."}),
             _line({"_id": "x" * 600, "text": "An id too long."}),
             _line({"_id": "j-good-2", "text": "Another good record, about chunking."}),
+            '{"_id": "sur-text", "text": "legal JSON, but no UTF-8 can hold \\ud800 alone"}',
         ]
     )
     files = [
@@ -81,12 +82,13 @@ async def test_poison_files_and_records_fail_alone(
     assert "over the cap of 512" in errors["mixed.jsonl line 5"]
     assert "RecursionError" in errors["deep.jsonl"]
     assert "no text" in errors["empty.txt"]
+    assert "UnicodeEncodeError" in errors["sur-text"]  # loaded, then failed alone when indexed
     good = {"good.md", "j-good", "j-good-2"}
     assert not good & set(errors)
     # Deeply nested HTML either parses or fails alone; it never takes the job with it.
     html_failed = "deep.html" in errors
     assert job["counts"]["added"] == len(good) + (not html_failed)
-    assert job["counts"]["failed"] == 6 + html_failed
+    assert job["counts"]["failed"] == 7 + html_failed
     for doc_id in good:
         assert _stored_ids(milvus, collection_name, doc_id), doc_id
 
