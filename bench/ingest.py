@@ -28,7 +28,7 @@ import redis
 from bench.proc_cpu import tree_cpu_s
 from ingest.chunking import chunker_for
 from ingest.config import IngestSettings
-from ingest.loaders import load_file
+from ingest.loaders import LoadLimits, load_file
 from ingest.runner import ingest_path
 from services.cli.suite import Ports, Suite
 from services.common.corpus_generation import generation_key
@@ -71,7 +71,7 @@ def main() -> None:
             with args.corpus.open() as src:
                 corpus.write_text("".join(line for _, line in zip(range(args.limit), src, strict=False)))
         settings = IngestSettings()
-        docs = load_file(corpus, corpus.parent, max_bytes=1 << 30).documents
+        docs = load_file(corpus, corpus.parent, LoadLimits(file_bytes=1 << 30)).documents
         chunker = chunker_for(settings.chunk_tokens, settings.chunk_overlap_tokens)
         texts = [c.text for d in docs for c in chunker.split(d)]
         print(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from ingest.doc_ids import DEFAULT_MAX_DOC_ID_CHARS
 from ingest.loaders import DEFAULT_MAX_JSONL_RECORDS, LoadLimits
 from services.common.config import ServiceSettings
 from services.common.vector_schema import MAX_DOC_ID_CHARS
@@ -34,7 +33,7 @@ class IngestSettings(ServiceSettings):
     )
     max_upload_files: int = Field(1000, description="Most files or records in one ingest request.")
     max_doc_id_chars: int = Field(
-        DEFAULT_MAX_DOC_ID_CHARS,
+        MAX_DOC_ID_CHARS,
         ge=1,
         le=MAX_DOC_ID_CHARS,
         description=(

@@ -12,7 +12,6 @@ import unicodedata
 
 from services.common.vector_schema import MAX_DOC_ID_CHARS
 
-DEFAULT_MAX_DOC_ID_CHARS = MAX_DOC_ID_CHARS
 # Names shown in errors are cut to this, so a hostile 1 MB name cannot bloat a job record.
 _SHOWN_CHARS = 200
 
@@ -21,7 +20,7 @@ class InvalidDocId(ValueError):
     """The message says what is wrong, without echoing the raw id."""
 
 
-def check_doc_id(value: object, max_chars: int = DEFAULT_MAX_DOC_ID_CHARS) -> str:
+def check_doc_id(value: object, max_chars: int = MAX_DOC_ID_CHARS) -> str:
     """``value`` as a document id, or :class:`InvalidDocId`.
 
     Integers are accepted as their decimal form, as BEIR corpora sometimes write them.

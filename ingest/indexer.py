@@ -24,7 +24,7 @@ from tenacity import (
 )
 
 from ingest.chunking import Chunk, Chunker
-from ingest.doc_ids import DEFAULT_MAX_DOC_ID_CHARS, check_doc_id, shown_name
+from ingest.doc_ids import check_doc_id, shown_name
 from ingest.documents import Document
 from ingest.failures import describe_error
 from ingest.store import ChunkStore, StoreUnavailable
@@ -95,7 +95,7 @@ class Indexer:
         embed_concurrency: int = 4,
         dependency_wait_s: float = 300.0,
         max_document_chunks: int = 5000,
-        max_doc_id_chars: int = DEFAULT_MAX_DOC_ID_CHARS,
+        max_doc_id_chars: int = vs.MAX_DOC_ID_CHARS,
     ) -> None:
         self._store = store
         self._embeddings = embeddings

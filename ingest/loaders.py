@@ -9,14 +9,15 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ingest.doc_ids import DEFAULT_MAX_DOC_ID_CHARS, InvalidDocId, check_doc_id
+from ingest.doc_ids import InvalidDocId, check_doc_id
 from ingest.documents import Document
 from ingest.failures import describe_error
 from services.common.logs import get_logger
+from services.common.vector_schema import MAX_DOC_ID_CHARS
 
 _log = get_logger(__name__)
 
@@ -34,7 +35,7 @@ class LoadLimits:
 
     file_bytes: int = DEFAULT_MAX_FILE_BYTES
     jsonl_records: int = DEFAULT_MAX_JSONL_RECORDS
-    doc_id_chars: int = DEFAULT_MAX_DOC_ID_CHARS
+    doc_id_chars: int = MAX_DOC_ID_CHARS
 
 
 @dataclass
@@ -115,7 +116,7 @@ def _load_pdf(doc_id: str, data: bytes) -> list[Document]:
     return [Document(doc_id, title, doc_id, text, {"format": "pdf", "pages": len(pages)})]
 
 
-def record_document(record: Any, source: str, max_id_chars: int = DEFAULT_MAX_DOC_ID_CHARS) -> Document:
+def record_document(record: Any, source: str, max_id_chars: int = MAX_DOC_ID_CHARS) -> Document:
     """A BEIR-shaped record ``{_id|id, title, text, metadata}`` as a Document."""
     if not isinstance(record, dict):
         raise LoadError("record is not a JSON object")
@@ -194,14 +195,8 @@ def load_bytes(name: str, data: bytes, limits: LoadLimits | None = None) -> Load
     return out
 
 
-def load_file(
-    path: Path, root: Path | None = None, max_bytes: int | None = None, limits: LoadLimits | None = None
-) -> Loaded:
-    """``max_bytes``, when given, replaces ``limits.file_bytes``: callers that set only the size
-    cap need not build limits."""
+def load_file(path: Path, root: Path | None = None, limits: LoadLimits | None = None) -> Loaded:
     limits = limits or LoadLimits()
-    if max_bytes is not None:
-        limits = replace(limits, file_bytes=max_bytes)
     # The id is the path relative to what was ingested, so re-ingesting finds the same doc.
     rel = path.relative_to(root) if root and path.is_relative_to(root) else Path(path.name)
     size = path.stat().st_size

@@ -16,7 +16,7 @@ from ingest.resources import open_resources
 def file_sources(path: Path, limits: LoadLimits) -> list[Source]:
     root = path if path.is_dir() else path.parent
     return [
-        Source(file.relative_to(root).as_posix(), partial(load_file, file, root, limits=limits))
+        Source(file.relative_to(root).as_posix(), partial(load_file, file, root, limits))
         for file in iter_files(path)
     ]
 

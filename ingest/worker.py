@@ -17,6 +17,7 @@ from saq.types import Context, PartialTimersDict
 
 from ingest.chunking import chunker_for
 from ingest.config import IngestSettings
+from ingest.failures import describe_error
 from ingest.indexer import DocOutcome
 from ingest.jobs import JobInput
 from ingest.loaders import Loaded, LoadError, LoadLimits, load_bytes, record_document
@@ -102,7 +103,7 @@ async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
             await bump_generation(res.redis, view.collection)
     except Exception as exc:
         if queued.attempts >= queued.retries:
-            await res.jobs.finish(job_id, "failed", f"{type(exc).__name__}: {exc}"[:500])
+            await res.jobs.finish(job_id, "failed", describe_error(exc))
         _log.warning("ingest_job_attempt_failed", job_id=job_id, attempt=attempt, error=str(exc)[:300])
         raise
     finally:

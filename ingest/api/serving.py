@@ -146,10 +146,13 @@ class IngestService:
         raw = record.get("_id", record.get("id"))
         if raw is None:  # fails alone in the job, with its reason
             return f"record-{n}"
+        return self._doc_id(raw, f"documents.{n}: ")
+
+    def _doc_id(self, raw: object, where: str = "") -> str:
         try:
             return check_doc_id(raw, self._settings.max_doc_id_chars)
         except InvalidDocId as exc:
-            raise APIError(422, "invalid_document_id", f"documents.{n}: {exc}") from exc
+            raise APIError(422, "invalid_document_id", f"{where}{exc}") from exc
 
     async def _submit(self, collection: str, inputs: list[JobInput]) -> tuple[str, int]:
         _check_name(collection)
@@ -217,10 +220,7 @@ class IngestService:
         )
 
     async def delete_document(self, collection: str, doc_id: str) -> None:
-        try:
-            check_doc_id(doc_id, self._settings.max_doc_id_chars)
-        except InvalidDocId as exc:
-            raise APIError(422, "invalid_document_id", str(exc)) from exc
+        self._doc_id(doc_id)
         await self._require(collection)
         if not await _guarded(self._res.indexer.delete(collection, doc_id)):
             raise APIError(404, "document_not_found", f"no document {doc_id!r} in {collection!r}")

@@ -141,7 +141,7 @@ def test_size_cap_gives_a_clear_error(tmp_path: Path) -> None:
     big = tmp_path / "big.txt"
     big.write_bytes(b"x" * 2048)
     with pytest.raises(LoadError, match="2,048 bytes, over the cap of 1,024 bytes"):
-        load_file(big, tmp_path, max_bytes=1024)
+        load_file(big, tmp_path, LoadLimits(file_bytes=1024))
     with pytest.raises(LoadError, match="over the cap"):
         load_bytes("big.txt", b"x" * 2048, LoadLimits(file_bytes=1024))
 
