@@ -57,6 +57,7 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
                 settings.support_min_similarity,
                 settings.support_min_coverage,
                 settings.support_max_foreign_words,
+                settings.support_max_new_run,
             ),
             ExtractPolicy(
                 settings.extract_min_relevance, settings.extract_margin, settings.extract_lexical_weight

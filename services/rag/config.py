@@ -91,6 +91,11 @@ class RagSettings(ServiceSettings):
         description="Most subject words (from the sources' titles and headings) a generated sentence "
         "may use that its support lacks.",
     )
+    support_max_new_run: int = Field(
+        3,
+        description="Most content words in a row of a generated sentence that its support never uses "
+        "(more reads as an invented clause).",
+    )
     min_relevance: float = Field(
         0.2, description="Least cosine between the question and the best passage; below it, no answer."
     )

@@ -144,6 +144,7 @@ class QueryService:
                 verify.min_similarity,
                 verify.min_coverage,
                 verify.max_foreign,
+                verify.max_new_run,
                 self.settings.min_relevance,
                 self.settings.min_question_coverage,
                 extract.min_relevance,

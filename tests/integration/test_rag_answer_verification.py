@@ -85,6 +85,8 @@ async def _check(grounding: Grounding, evidence: Evidence, text: str, cited: tup
         "The embedder produces vectors of 768 dimensions.",  # the wrong number
         "Keys are stored in Redis as plain text.",  # the opposite
         "Each key is limited to 60 requests per second.",  # the wrong unit
+        # A true sentence with a clause the source never had.
+        "Each key has its own rate limit in Redis to prevent data from being sent too frequently.",
         "Paris is the capital of France.",  # off topic
         "Bread rises because yeast produces carbon dioxide.",
     ],

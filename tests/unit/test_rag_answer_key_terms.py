@@ -3,7 +3,13 @@ names, polarity and units."""
 
 from __future__ import annotations
 
-from services.rag.answer.key_terms import Vocabulary, content_coverage, key_terms, missing_terms
+from services.rag.answer.key_terms import (
+    Vocabulary,
+    content_coverage,
+    key_terms,
+    longest_new_run,
+    missing_terms,
+)
 
 SOURCES = [
     "The gateway is the only public door into Quarry.",
@@ -54,3 +60,12 @@ def test_content_coverage_counts_stems() -> None:
     assert content_coverage("Keys are stored as salted hashes.", SOURCES[3]) == 1.0
     assert content_coverage("Keys are stored as plain text.", SOURCES[3]) == 0.5
     assert content_coverage("It is.", "anything") == 1.0
+
+
+def test_longest_new_run_counts_content_words_in_a_row_the_evidence_never_uses() -> None:
+    assert longest_new_run("Keys are kept in Redis as salted hashes.", SOURCES[3]) == 1  # "kept"
+    assert longest_new_run("Each key has a limit of 60 requests a minute.", SOURCES[4]) == 0
+    invented = "Each key has its own rate limit to prevent data from being sent too frequently."
+    assert longest_new_run(invented, SOURCES[4]) == 4  # prevent data sent frequently
+    # New words apart are paraphrase, not a clause: the run starts again at a shared word.
+    assert longest_new_run("Every call brings a key in the `Authorization` header.", SOURCES[5]) == 2

@@ -176,6 +176,24 @@ def foreign_words(sentence: str, evidence: str, vocabulary: Vocabulary) -> set[s
     return (content_stems(sentence) & vocabulary.subjects) - content_stems(evidence)
 
 
+def longest_new_run(sentence: str, evidence: str) -> int:
+    """The most content words in a row (function words skipped) of ``sentence`` that
+    ``evidence`` never uses.
+
+    A paraphrase swaps a word here and there; a clause the source never had ("to prevent
+    data from being sent too frequently") is a run of new words, however close the whole
+    sentence's embedding and its share of shared words are.
+    """
+    present = {stem(t) for t in tokens(evidence)}
+    longest = run = 0
+    for token in tokens(sentence):
+        if _fold(token) in STOPWORDS:
+            continue
+        run = 0 if stem(token) in present else run + 1
+        longest = max(longest, run)
+    return longest
+
+
 def content_coverage(sentence: str, evidence: str) -> float:
     """Share of the sentence's content words (plural-folded) that the evidence uses."""
     words = [stem(t) for t in tokens(sentence) if _fold(t) not in STOPWORDS]

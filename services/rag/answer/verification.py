@@ -4,7 +4,8 @@ A sentence is supported by a source sentence when both hold:
 - they mean the same (cosine of their embeddings at least ``min_similarity``), and
 - its specifics are there: every number, identifier, code span and proper name of the
   sentence appears in the source sentence or its context (title, heading, the sentence
-  before), and enough of its content words do (``min_coverage``).
+  before), enough of its content words do (``min_coverage``), and no run of more than
+  ``max_new_run`` content words in a row is new to it (an invented clause).
 
 A sentence that cites ``[n]`` is checked against source ``n`` only; one that cites
 nothing, against every source. Its citations are then rewritten to the source that
@@ -27,12 +28,13 @@ from services.rag.answer.key_terms import (
     content_coverage,
     foreign_words,
     key_terms,
+    longest_new_run,
     missing_terms,
     polarity,
 )
 
 # Bumped whenever the rules change, so cached answers checked by older rules are not served.
-RULES_VERSION: Final = 9
+RULES_VERSION: Final = 10
 _MARKER_RE: Final = re.compile(r"\s*\[(\d{1,3})\]")
 _MIN_WORDS: Final = 4
 _SPACED_PUNCTUATION_RE: Final = re.compile(r"\s+([,.;:!?])")
@@ -48,6 +50,7 @@ class VerifyPolicy:
     min_similarity: float
     min_coverage: float
     max_foreign: int = 1
+    max_new_run: int = 3
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ def verify(
         if missing_terms(terms, window):
             continue
         if len(foreign_words(statement, window, vocabulary)) > policy.max_foreign:
+            continue
+        if longest_new_run(statement, window) > policy.max_new_run:
             continue
         # A source that says "only" or "never" where the claim does not is easy to contradict
         # with shared words ("stored as plain text" against "only as salted hashes, never as
