@@ -103,11 +103,12 @@ class RagSettings(ServiceSettings):
         0.5, description="Least share of the question's content words the passages use; below it, no answer."
     )
     extract_min_relevance: float = Field(
-        0.55,
-        description="Least score (cosine plus the lexical boost) of a quoted sentence; below it, no answer.",
+        0.7,
+        description="Least score (cosine plus the lexical boost) of a quoted sentence; below it, no answer "
+        "(generated or quoted).",
     )
     extract_lexical_weight: float = Field(
-        0.4, description="Weight of the share of the question's words a sentence uses, added to its cosine."
+        0.6, description="Weight of the share of the question's words a sentence uses, added to its cosine."
     )
     extract_margin: float = Field(
         0.08, description="Quoted sentences after the best score within this much of it (three at most)."

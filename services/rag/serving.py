@@ -170,7 +170,9 @@ class QueryService:
             return Draft([], "none"), Usage()
         if self.settings.prompt_sentences:  # the prompt is made of the evidence
             evidence = await self.grounding.evidence(query.sources, query.generates)
-            completion = await self._generate(query, evidence)
+            # No sentence close enough to quote: no answer, and no LLM time spent on one.
+            answerable = self.grounding.answerable(query.asked, evidence)
+            completion = await self._generate(query, evidence) if answerable else None
         else:
             # The sources' sentences are embedded while the LLM writes.
             evidence_task = asyncio.create_task(self.grounding.evidence(query.sources, query.generates))
@@ -178,7 +180,8 @@ class QueryService:
                 completion = await self._generate(query, None)
             finally:
                 evidence = await evidence_task
-        if completion is None:
+            answerable = self.grounding.answerable(query.asked, evidence)
+        if completion is None or not answerable:
             draft = self.grounding.extractive(query.asked, evidence)
             query.timings["answer"] = _ms(mark)
             return draft, Usage()
@@ -217,7 +220,7 @@ class QueryService:
             return self._replay(query)
         evidence = await self.grounding.evidence(query.sources, query.generates) if query.relevant else None
         stream: ChatStream | None = None
-        if evidence is not None and query.generates:
+        if evidence is not None and query.generates and self.grounding.answerable(query.asked, evidence):
             messages, max_tokens = self._prompt(query, evidence)
             try:
                 stream = await self._llm_guard.call(

@@ -66,6 +66,19 @@ def test_claims_drop_markers_headings_questions_fragments_and_repeats() -> None:
     ]
 
 
+def test_claims_drop_sentences_cut_off_and_split_run_ons_at_their_markers() -> None:
+    text = (
+        "Keys are stored in Redis only as salted hashes, never as the secret [4] Cached answers "
+        "are keyed by the normalised question [1]. The Quarry gateway Each key has its own rate [3]"
+    )
+    assert claims(text, 4) == [Claim("Cached answers are keyed by the normalised question.", (1,))]
+    closed = 'The engine is called "llama.cpp." The service runs `vLLM` on a GPU.'
+    assert [c.text for c in claims(closed, 1)] == [
+        'The engine is called "llama.cpp."',
+        "The service runs `vLLM` on a GPU.",
+    ]
+
+
 def test_claims_lose_the_punctuation_their_markers_left() -> None:
     text = "It asks the LLM to write an answer, citing them as [1], [2]. It is done by rag [3] ."
     expected = ["It asks the LLM to write an answer, citing them as.", "It is done by rag."]

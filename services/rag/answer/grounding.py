@@ -9,11 +9,13 @@ Three outcomes, in order of preference:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from services.rag.answer.answer_type import expected_form, fits
 from services.rag.answer.evidence import SentenceVectors, SourceSentence, Vectors, source_sentences
 from services.rag.answer.extractive import ExtractPolicy, extract
 from services.rag.answer.key_terms import (
@@ -31,6 +33,9 @@ Unsupported = Literal["remove", "mark"]
 NO_ANSWER = "The documents don't answer this."
 # Share of words two sentences on the same support must share to count as one said twice.
 _RESTATED = 0.8
+# Taken off the score of a sentence without the form the question asks for (a number, a
+# version): it ranks below every sentence that has it, and below any floor.
+_UNFIT = 2.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,11 @@ class Asked:
 
     text: str
     vector: Vectors
+
+    @property
+    def form(self) -> re.Pattern[str] | None:
+        """What an answer must hold ("How many ...?": a number), if the question says."""
+        return expected_form(self.text)
 
 
 @dataclass
@@ -111,12 +121,21 @@ class Grounding:
         """How close each source sentence is to the question: the cosine of the sentence read in
         its context, plus the weighted share of the question's words it (with its title, heading
         and antecedent) uses. Embeddings of long sentences blur their parts; a sentence that
-        uses the question's own words ("Redis", "port") is more often the answer. Quotes,
+        uses the question's own words ("Redis", "port") is more often the answer. A sentence
+        without the form the question asks for ("How many ...?": a number) ranks last. Quotes,
         anchors and the prompt's sentences are all ranked by this."""
         weight = self.extract_policy.lexical_weight
         windows = [f"{s.label} {s.statement}" for s in evidence.sentences]
-        boost = [weight * content_coverage(asked.text, window) for window in windows]
+        boost = [
+            weight * content_coverage(asked.text, window) - (0.0 if fits(asked.form, s.text) else _UNFIT)
+            for s, window in zip(evidence.sentences, windows, strict=True)
+        ]
         return evidence.vectors @ asked.vector + np.array(boost, dtype=np.float32)
+
+    def answerable(self, asked: Asked, evidence: Evidence) -> bool:
+        """Whether any source sentence is close enough to quote: when none is, nothing generated
+        from these sources can answer either, and the LLM is not asked."""
+        return bool(self.extractive(asked, evidence).shown)
 
     def extractive(self, asked: Asked, evidence: Evidence) -> Draft:
         if not evidence.sentences:
@@ -173,8 +192,14 @@ class Grounding:
         return tuple(evidence.sentences[i].position for i in order)
 
     @staticmethod
-    def anchored(verdict: Verdict, anchors: tuple[int, ...]) -> bool:
-        return verdict.supported and verdict.evidence is not None and verdict.evidence.position in anchors
+    def anchored(verdict: Verdict, anchors: tuple[int, ...], asked: Asked) -> bool:
+        """Supported by one of the anchors, and in the form the question asks for."""
+        return (
+            verdict.supported
+            and verdict.evidence is not None
+            and verdict.evidence.position in anchors
+            and fits(asked.form, verdict.text)
+        )
 
     def admit(self, asked: Asked, evidence: Evidence, unsupported: Unsupported) -> Admission:
         return Admission(self, asked, evidence, unsupported)
@@ -239,7 +264,7 @@ class Admission:
         if Grounding.eligible(verdict, self._asked, self._evidence, self._anchors, self._kept):
             self._kept.append(verdict)
             self._held.append(verdict)
-            self._anchored = self._anchored or Grounding.anchored(verdict, self._anchors)
+            self._anchored = self._anchored or Grounding.anchored(verdict, self._anchors, self._asked)
         elif self._mark:
             self._held.append(verdict)
         if not self._anchored:
@@ -253,7 +278,7 @@ class Admission:
         if self._mark and checked:
             return Draft(list(checked), "llm", 0, checked)
         quotes = self._grounding.extractive(self._asked, self._evidence)
-        if any(Grounding.anchored(v, anchors) for v in kept):
+        if any(Grounding.anchored(v, anchors, self._asked) for v in kept):
             used = {v.evidence.position for v in kept if v.evidence is not None}
             extra = (
                 []

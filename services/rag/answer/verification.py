@@ -34,7 +34,7 @@ from services.rag.answer.key_terms import (
 )
 
 # Bumped whenever the rules change, so cached answers checked by older rules are not served.
-RULES_VERSION: Final = 10
+RULES_VERSION: Final = 12
 _MARKER_RE: Final = re.compile(r"\s*\[(\d{1,3})\]")
 _MIN_WORDS: Final = 4
 _SPACED_PUNCTUATION_RE: Final = re.compile(r"\s+([,.;:!?])")
@@ -43,6 +43,10 @@ _STRICT_COVERAGE: Final = 0.8
 _REPLY_RE: Final = re.compile(r"^(yes|no)\b[,.!]?\s*", re.IGNORECASE)
 # A phrase cut off before punctuation ("exposed by the, which"): not a statement.
 _BROKEN_RE: Final = re.compile(r"\b(the|a|an|and|or|of|by|with|which)\s*[,.;:!?]", re.IGNORECASE)
+# A marker followed by a capitalised word ends a sentence, whatever the punctuation says:
+# "... never as the secret [4] Cached answers are ..." is two.
+_MARKER_THEN_CAPITAL_RE: Final = re.compile(r"(?<=\])\s+(?=[A-Z])")
+_CLOSERS: Final = "\"'”’`)"
 
 
 @dataclass(frozen=True)
@@ -79,15 +83,19 @@ class Verdict:
 def claims(answer: str, n_sources: int) -> list[Claim]:
     """The answer's statements, markers taken out and kept as citations (in range only).
 
-    Headings, fragments of fewer than ``_MIN_WORDS`` words, questions and lead-ins ending
-    in a colon state nothing to check or show (a small model echoes "# Running Quarry" or
+    Headings, fragments of fewer than ``_MIN_WORDS`` words, sentences that never end (cut
+    off by the token limit: "Each key has its own rate"), questions and lead-ins ending in
+    a colon state nothing to check or show (a small model echoes "# Running Quarry" or
     "Question: ..."), and a repeated sentence is shown once.
     """
     found: dict[str, Claim] = {}
-    for sentence in split_sentences(answer):
+    pieces = (p for s in split_sentences(answer) for p in _MARKER_THEN_CAPITAL_RE.split(s))
+    for sentence in pieces:
         cited = tuple(sorted({int(n) for n in _MARKER_RE.findall(sentence) if 1 <= int(n) <= n_sources}))
         text = _tidy(normalise_space(_MARKER_RE.sub("", sentence)))
         if is_heading(text) or len(text.split()) < _MIN_WORDS or text.endswith(("?", ":")):
+            continue
+        if not text.rstrip(_CLOSERS).endswith((".", "!")):
             continue
         if text.casefold().startswith(("question:", "answer:", "sources:")) or _BROKEN_RE.search(text):
             continue
