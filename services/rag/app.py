@@ -53,15 +53,8 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
         )
         grounding = Grounding(
             SentenceVectors(retrieval.embed_many, settings.sentence_cache_size),
-            VerifyPolicy(
-                settings.support_min_similarity,
-                settings.support_min_coverage,
-                settings.support_max_foreign_words,
-                settings.support_max_new_run,
-            ),
-            ExtractPolicy(
-                settings.extract_min_relevance, settings.extract_margin, settings.extract_lexical_weight
-            ),
+            VerifyPolicy.from_settings(settings),
+            ExtractPolicy.from_settings(settings),
             settings.anchor_sentences,
         )
         app.state.query_service = QueryService(

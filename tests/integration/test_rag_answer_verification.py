@@ -41,8 +41,8 @@ def grounding(embeddings: EmbeddingsClient) -> Grounding:
     s = RagSettings()  # the shipped thresholds
     return Grounding(
         SentenceVectors(embeddings.embed, 10_000),
-        VerifyPolicy(s.support_min_similarity, s.support_min_coverage, s.support_max_foreign_words),
-        ExtractPolicy(s.extract_min_relevance, s.extract_margin, s.extract_lexical_weight),
+        VerifyPolicy.from_settings(s),
+        ExtractPolicy.from_settings(s),
         s.anchor_sentences,
     )
 

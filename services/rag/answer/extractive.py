@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
 from services.rag.answer.evidence import SourceSentence, Vectors
 from services.rag.answer.verification import Verdict
+
+if TYPE_CHECKING:
+    from services.rag.config import RagSettings
 
 # Headings and fragments ("Rate limits", "Yes.") say nothing on their own.
 _MIN_WORDS: Final = 4
@@ -29,6 +32,10 @@ class ExtractPolicy:
     lexical_weight: float = 0.0
     max_sentences: int = 3
     max_chars: int = 600
+
+    @classmethod
+    def from_settings(cls, settings: RagSettings) -> ExtractPolicy:
+        return cls(settings.extract_min_relevance, settings.extract_margin, settings.extract_lexical_weight)
 
 
 def extract(

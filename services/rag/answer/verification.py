@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from services.rag.answer.key_terms import (
     missing_terms,
     polarity,
 )
+
+if TYPE_CHECKING:
+    from services.rag.config import RagSettings
 
 # Bumped whenever the rules change, so cached answers checked by older rules are not served.
 RULES_VERSION: Final = 12
@@ -55,6 +58,15 @@ class VerifyPolicy:
     min_coverage: float
     max_foreign: int = 1
     max_new_run: int = 3
+
+    @classmethod
+    def from_settings(cls, settings: RagSettings) -> VerifyPolicy:
+        return cls(
+            settings.support_min_similarity,
+            settings.support_min_coverage,
+            settings.support_max_foreign_words,
+            settings.support_max_new_run,
+        )
 
 
 @dataclass(frozen=True)
