@@ -89,8 +89,11 @@ class ChunkStore:
             client.close()
 
     async def ensure_collection(self, name: str, dim: int) -> bool:
-        """Create the collection if missing; True when it was created."""
+        """Create the collection if missing, load it if not loaded; True when it was created."""
         if await self.exists(name):
+            # A restarted Milvus comes back with its collections released; loading here (a
+            # no-op when loaded) spares the job's first query a "not loaded" error and retry.
+            await self._run("load_collection", name)
             return False
 
         def create() -> None:
