@@ -92,7 +92,7 @@ class RagSettings(ServiceSettings):
         "may use that its support lacks.",
     )
     support_max_new_run: int = Field(
-        3,
+        2,
         description="Most content words in a row of a generated sentence that its support never uses "
         "(more reads as an invented clause).",
     )

@@ -87,6 +87,8 @@ async def _check(grounding: Grounding, evidence: Evidence, text: str, cited: tup
         "Each key is limited to 60 requests per second.",  # the wrong unit
         # A true sentence with a clause the source never had.
         "Each key has its own rate limit in Redis to prevent data from being sent too frequently.",
+        "It serves an OpenAI-compatible model, which can be trained on any type of data and produces "
+        "vectors with 384 dimensions.",
         "Paris is the capital of France.",  # off topic
         "Bread rises because yeast produces carbon dioxide.",
     ],

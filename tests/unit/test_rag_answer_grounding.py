@@ -144,6 +144,27 @@ def test_quotes_are_the_closest_sentences_in_source_order_with_their_antecedent(
     assert extract(evidence.sentences, evidence.vectors @ _unit(0, 0, 0, 0, 1), ExtractPolicy(0.45)) == []
 
 
+def test_a_quote_brings_its_paragraph_neighbour_when_that_clears_the_floor_alone() -> None:
+    label = "The Quarry gateway Rate limits"
+    texts = [
+        "Each key has its own rate limit, enforced with a moving window in Redis.",
+        "A client over its limit receives HTTP status 429 with a Retry-After header.",
+        "Keys are stored in Redis only as salted hashes.",
+    ]
+    sentences = [
+        SourceSentence(1, 0, texts[0], label, ""),
+        SourceSentence(1, 1, texts[1], label, ""),
+        SourceSentence(1, 2, texts[2], "The Quarry gateway API keys", ""),
+    ]
+    policy = ExtractPolicy(0.7, 0.08)
+    quoted = extract(sentences, np.array([0.9, 1.1, 0.85], dtype=np.float32), policy)
+    # The neighbour is far outside the margin but clears the floor; the next paragraph does not come.
+    assert [v.text for v in quoted] == texts[:2]
+    assert [v.text for v in extract(sentences, np.array([0.6, 1.1, 0.85], dtype=np.float32), policy)] == [
+        texts[1]
+    ]
+
+
 def test_settling_shows_anchored_sentences_else_quotes_else_nothing() -> None:
     grounding = _grounding()
     evidence = _evidence()

@@ -69,3 +69,10 @@ def test_longest_new_run_counts_content_words_in_a_row_the_evidence_never_uses()
     assert longest_new_run(invented, SOURCES[4]) == 4  # prevent data sent frequently
     # New words apart are paraphrase, not a clause: the run starts again at a shared word.
     assert longest_new_run("Every call brings a key in the `Authorization` header.", SOURCES[5]) == 2
+
+
+def test_words_inside_a_path_or_identifier_count_as_used() -> None:
+    source = "It serves an OpenAI-compatible `/v1/chat/completions` endpoint on port 8102."
+    assert longest_new_run("It serves its chat completions endpoint on port 8102.", source) == 0
+    invented = "It serves an OpenAI-compatible model, which can be trained on any type of data."
+    assert longest_new_run(invented, source) == 4  # model trained type data

@@ -2,7 +2,8 @@
 
 Every sentence is copied whole from a source and carries that source's ``[n]``, so it
 is supported by construction. The best sentence must reach ``min_relevance`` or there
-is no answer; up to two more follow when they score within ``margin`` of it. They are
+is no answer; up to two more follow when they score within ``margin`` of it, or sit
+beside it in its paragraph and reach ``min_relevance`` themselves. They are
 read in source order, and a chosen sentence that opens with a pronoun brings the
 sentence before it, so "It listens on port 8100" never comes without its subject.
 """
@@ -51,15 +52,13 @@ def extract(
     if not usable:
         return []
     scores = relevance[usable]
-    order = np.argsort(-scores, kind="stable")
-    best = float(scores[order[0]])
-    if best < policy.min_relevance:
+    if float(scores.max()) < policy.min_relevance:
         return []
     chosen: dict[int, float] = {}
     used = 0
-    for rank in order:
+    for rank in _candidates(evidence, usable, scores, policy):
         score = float(scores[rank])
-        if len(chosen) >= policy.max_sentences or score < best - policy.margin:
+        if len(chosen) >= policy.max_sentences:
             break
         index = usable[rank]
         picked = [index]
@@ -76,6 +75,31 @@ def extract(
         Verdict(evidence[i].text, (evidence[i].n,), True, round(chosen[i], 4), evidence[i])
         for i in sorted(chosen, key=lambda i: (evidence[i].n, evidence[i].position))
     ]
+
+
+def _candidates(
+    evidence: Sequence[SourceSentence],
+    usable: list[int],
+    scores: Vectors,
+    policy: ExtractPolicy,
+) -> list[int]:
+    """Ranks to quote, best first: those within ``margin`` of the best, then the best one's
+    neighbours in its paragraph that clear ``min_relevance`` on their own (a paragraph about
+    what was asked reads whole: "Each key has its own rate limit ..." before "A client over
+    its limit receives HTTP status 429 ...")."""
+    order = [int(r) for r in np.argsort(-scores, kind="stable")]
+    best = float(scores[order[0]])
+    close = [r for r in order if float(scores[r]) >= best - policy.margin]
+    top = evidence[usable[close[0]]]
+    rank_of = {index: rank for rank, index in enumerate(usable)}
+    for index in (usable[close[0]] - 1, usable[close[0]] + 1):
+        rank = rank_of.get(index)
+        if rank is None or rank in close or float(scores[rank]) < policy.min_relevance:
+            continue
+        neighbour = evidence[index]
+        if neighbour.n == top.n and neighbour.label == top.label:
+            close.append(rank)
+    return close
 
 
 def _antecedent(evidence: Sequence[SourceSentence], index: int) -> int | None:

@@ -28,6 +28,7 @@ STOPWORDS: Final = frozenset(_STOPWORD_TEXT.split())
 _CODE_RE: Final = re.compile(r"`([^`]+)`")
 # Words with their inner dots, slashes, hyphens and underscores: "llama.cpp", "HTTP/2", "qk_".
 _TOKEN_RE: Final = re.compile(r"[^\W_](?:[\w.\-/]*[^\W_])?_*")
+_PART_RE: Final = re.compile(r"[^\W\d_]+")
 # Words that turn a claim around: a sentence using one needs a source that uses it too.
 _POLARITY: Final = frozenset({"no", "not", "never", "none", "nothing", "only", "without", "always", "cannot"})
 # Units: "60 requests per second" is not "60 requests per minute".
@@ -184,7 +185,9 @@ def longest_new_run(sentence: str, evidence: str) -> int:
     data from being sent too frequently") is a run of new words, however close the whole
     sentence's embedding and its share of shared words are.
     """
-    present = {stem(t) for t in tokens(evidence)}
+    # The words inside a path or identifier count as used: "chat completions" restates
+    # `/v1/chat/completions`.
+    present = {stem(part) for t in tokens(evidence) for part in (t, *_PART_RE.findall(t))}
     longest = run = 0
     for token in tokens(sentence):
         if _fold(token) in STOPWORDS:

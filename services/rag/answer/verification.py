@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from services.rag.config import RagSettings
 
 # Bumped whenever the rules change, so cached answers checked by older rules are not served.
-RULES_VERSION: Final = 12
+RULES_VERSION: Final = 13
 _MARKER_RE: Final = re.compile(r"\s*\[(\d{1,3})\]")
 _MIN_WORDS: Final = 4
 _SPACED_PUNCTUATION_RE: Final = re.compile(r"\s+([,.;:!?])")
@@ -57,7 +57,7 @@ class VerifyPolicy:
     min_similarity: float
     min_coverage: float
     max_foreign: int = 1
-    max_new_run: int = 3
+    max_new_run: int = 2
 
     @classmethod
     def from_settings(cls, settings: RagSettings) -> VerifyPolicy:
