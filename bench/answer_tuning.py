@@ -25,7 +25,7 @@ from services.cli.answer_eval import QAItem, load_qa
 from services.common.embeddings_client import EmbeddingsClient
 from services.rag.answer.answer_type import expected_form, fits
 from services.rag.answer.evidence import SentenceVectors, source_sentences
-from services.rag.answer.extractive import ExtractPolicy, extract
+from services.rag.answer.extractive import ExtractPolicy, extract, named_sources
 from services.rag.answer.key_terms import Vocabulary, content_coverage
 from services.rag.answer.verification import Claim, VerifyPolicy, verify
 from services.rag.retrieval.retriever import Hit
@@ -78,6 +78,7 @@ async def _prepare(args: argparse.Namespace, items: list[QAItem]) -> list[dict[s
                         item.question, " ".join(f"{h.title} {h.text}" for h in hits)
                     ),
                     "evidence": evidence,
+                    "named": named_sources(item.question, evidence),
                     "vectors": ev_vectors,
                     "support": [ev_vectors, plain],
                     "question": question,
@@ -102,13 +103,19 @@ def _correct(item: QAItem, answer: str | None) -> bool:
 
 def _extractive(rows: list[dict[str, Any]]) -> None:
     print(
-        "extractive: min_relevance extract_min_relevance margin | in-scope correct | out-of-scope abstained"
+        "extractive: min_relevance extract_min_relevance margin lexical_weight subject_min_relevance"
+        " | in-scope correct | out-of-scope abstained"
     )
     results = []
-    for gate, floor, margin, covered, weight in itertools.product(
-        (0.2,), (0.55, 0.6, 0.65, 0.7, 0.75), (0.04, 0.08, 0.12), (0.5,), (0.3, 0.4, 0.5, 0.6, 0.7)
+    for gate, floor, margin, covered, weight, subject in itertools.product(
+        (0.2,),
+        (0.6, 0.65, 0.7, 0.75),
+        (0.04, 0.08, 0.12),
+        (0.5,),
+        (0.4, 0.5, 0.6, 0.7),
+        (None, 0.4, 0.5, 0.6),
     ):
-        policy = ExtractPolicy(floor, margin)
+        policy = ExtractPolicy(floor, margin, subject_min_relevance=subject)
         inside = outside = inside_ok = outside_ok = 0
         for row in rows:
             item: QAItem = row["item"]
@@ -123,7 +130,8 @@ def _extractive(rows: list[dict[str, Any]]) -> None:
                     for e in row["evidence"]
                 ]
                 boost = np.array(shares, dtype=np.float32)
-                quoted = extract(row["evidence"], row["vectors"] @ row["question"] + boost, policy)
+                scores = row["vectors"] @ row["question"] + boost
+                quoted = extract(row["evidence"], scores, policy, row["named"])
                 answer = " ".join(v.text for v in quoted) or None
             ok = _correct(item, answer)
             if item.in_scope:
@@ -138,14 +146,16 @@ def _extractive(rows: list[dict[str, Any]]) -> None:
                 floor,
                 margin,
                 weight,
+                subject,
                 inside_ok,
                 inside,
                 outside_ok,
                 outside,
             )
         )
-    for _, gate, floor, margin, weight, a, b, c, d in sorted(results, reverse=True)[:15]:
-        print(f"  {gate:.2f} {floor:.2f} {margin:.2f} {weight:.2f} | {a}/{b} | {c}/{d}")
+    results.sort(key=lambda r: r[0], reverse=True)
+    for _, gate, floor, margin, weight, subject, a, b, c, d in results[:15]:
+        print(f"  {gate:.2f} {floor:.2f} {margin:.2f} {weight:.2f} {subject} | {a}/{b} | {c}/{d}")
 
 
 def _shown(row: dict[str, Any], kind: str, policy: VerifyPolicy, top: int) -> list[tuple[Claim, bool]]:

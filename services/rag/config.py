@@ -103,12 +103,17 @@ class RagSettings(ServiceSettings):
         0.5, description="Least share of the question's content words the passages use; below it, no answer."
     )
     extract_min_relevance: float = Field(
-        0.7,
+        0.75,
         description="Least score (cosine plus the lexical boost) of a quoted sentence; below it, no answer "
         "(generated or quoted).",
     )
     extract_lexical_weight: float = Field(
         0.6, description="Weight of the share of the question's words a sentence uses, added to its cosine."
+    )
+    extract_subject_min_relevance: float | None = Field(
+        0.5,
+        description="A question naming the subjects (titles, headings) of two or more sources also gets "
+        "the best sentence of each named source scoring at least this; unset: no such quotes.",
     )
     extract_margin: float = Field(
         0.08, description="Quoted sentences after the best score within this much of it (three at most)."

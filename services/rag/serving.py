@@ -150,6 +150,7 @@ class QueryService:
                 extract.min_relevance,
                 extract.margin,
                 extract.lexical_weight,
+                extract.subject_min_relevance,
                 self.settings.redact_pii,
             ],
         }
@@ -473,7 +474,7 @@ class QueryService:
         yield sse_event("done", response.model_dump())
 
     async def _check(self, text: str, query: _Query, evidence: Evidence) -> list[Verdict]:
-        return await self.grounding.check(claims(text, len(query.sources)), evidence)
+        return await self.grounding.check(claims(text, len(query.sources), evidence.titles), evidence)
 
 
 def _answer_lines(response: QueryResponse) -> list[str]:

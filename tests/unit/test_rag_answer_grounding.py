@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.rag.answer.evidence import SentenceVectors, SourceSentence, Vectors, source_sentences
-from services.rag.answer.extractive import ExtractPolicy, extract
+from services.rag.answer.extractive import ExtractPolicy, extract, named_sources
 from services.rag.answer.grounding import Asked, Evidence, Grounding
 from services.rag.answer.key_terms import Vocabulary
 from services.rag.answer.verification import Claim, Verdict, VerifyPolicy, claims, verify
@@ -81,8 +81,23 @@ def test_claims_drop_sentences_cut_off_and_split_run_ons_at_their_markers() -> N
 
 def test_claims_lose_the_punctuation_their_markers_left() -> None:
     text = "It asks the LLM to write an answer, citing them as [1], [2]. It is done by rag [3] ."
-    expected = ["It asks the LLM to write an answer, citing them as.", "It is done by rag."]
+    expected = ["It asks the LLM to write an answer.", "It is done by rag."]
     assert [c.text for c in claims(text, 3)] == expected
+
+
+def test_claims_lose_echoed_titles_and_lead_ins() -> None:
+    text = (
+        "The rag orchestrator The rag service answers questions [1]. "
+        "The answer to this question is: Cached answers are keyed by the question [1]. "
+        "The Rag Orchestrator Every ingest bumps the generation [1]. "
+        "The rag orchestrator answers from numbered sources [1]."
+    )
+    assert [c.text for c in claims(text, 1, ["The rag orchestrator"])] == [
+        "The rag service answers questions.",
+        "Cached answers are keyed by the question.",
+        "Every ingest bumps the generation.",
+        "The rag orchestrator answers from numbered sources.",
+    ]
 
 
 def test_source_sentences_keep_headings_as_labels_and_resolve_pronouns() -> None:
@@ -163,6 +178,33 @@ def test_a_quote_brings_its_paragraph_neighbour_when_that_clears_the_floor_alone
     assert [v.text for v in extract(sentences, np.array([0.6, 1.1, 0.85], dtype=np.float32), policy)] == [
         texts[1]
     ]
+
+
+def test_a_question_naming_sources_gets_a_quote_from_each_named_one() -> None:
+    sentences = [
+        SourceSentence(
+            1, 0, "On one machine, quarry up starts a Milvus Lite server on port 19539.", "Running Quarry", ""
+        ),
+        SourceSentence(1, 1, "Press Ctrl-C to stop everything that was started.", "Running Quarry", ""),
+        SourceSentence(2, 2, TEXTS[3], "The embedder service", ""),
+        SourceSentence(3, 3, "The LLM service serves its endpoint on port 8102.", "The LLM service", ""),
+    ]
+    question = "Which ports do the embedder and the Milvus Lite server use?"
+    named = named_sources(question, sentences)
+    assert named == {2}  # "the embedder" names a title; "use" and "ports" name nothing
+    scores = np.array([0.9, 0.85, 0.6, 0.55], dtype=np.float32)
+    policy = ExtractPolicy(0.75, 0.08, subject_min_relevance=0.5)
+    # The embedder's page answers for the embedder, far below the margin, and before the
+    # best one's neighbour, which is close but says nothing asked.
+    shown = [v.text for v in extract(sentences, scores, ExtractPolicy(0.75, 0.08, 0.0, 0.5, 2), named)]
+    assert shown == [sentences[0].text, TEXTS[3]]
+    assert [v.text for v in extract(sentences, scores, policy, named)] == [s.text for s in sentences[:3]]
+    # Not enabled, or the named page too far from the question: no quote of its own.
+    assert TEXTS[3] not in [v.text for v in extract(sentences, scores, ExtractPolicy(0.75, 0.08), named)]
+    low = np.array([0.9, 0.85, 0.4, 0.55], dtype=np.float32)
+    assert TEXTS[3] not in [v.text for v in extract(sentences, low, policy, named)]
+    # A named page adds to an answer; it never makes one.
+    assert extract(sentences, scores - 0.3, policy, named) == []
 
 
 def test_settling_shows_anchored_sentences_else_quotes_else_nothing() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from services.rag.answer.answer_type import expected_form, fits
 from services.rag.answer.evidence import SentenceVectors, SourceSentence, Vectors, source_sentences
-from services.rag.answer.extractive import ExtractPolicy, extract
+from services.rag.answer.extractive import ExtractPolicy, extract, named_sources
 from services.rag.answer.key_terms import (
     Vocabulary,
     content_coverage,
@@ -46,6 +46,7 @@ class Evidence:
     # Each sentence alone, when claims are to be checked: a claim restating a sentence
     # matches it better without the title and the sentence before.
     plain: Vectors | None = None
+    titles: frozenset[str] = frozenset()  # the sources' titles, as a small model echoes them
 
     @property
     def support(self) -> list[Vectors]:
@@ -113,9 +114,10 @@ class Grounding:
             texts += [s.text for s in sentences]
         vectors = await self._vectors.of(texts)
         vocabulary = Vocabulary.of((s.text for s in sentences), {s.label for s in sentences})
+        titles = frozenset(hit.title for hit in sources if hit.title)
         if not for_claims:
-            return Evidence(sentences, vectors, vocabulary)
-        return Evidence(sentences, vectors[: len(sentences)], vocabulary, vectors[len(sentences) :])
+            return Evidence(sentences, vectors, vocabulary, titles=titles)
+        return Evidence(sentences, vectors[: len(sentences)], vocabulary, vectors[len(sentences) :], titles)
 
     def scores(self, asked: Asked, evidence: Evidence) -> Vectors:
         """How close each source sentence is to the question: the cosine of the sentence read in
@@ -140,7 +142,8 @@ class Grounding:
     def extractive(self, asked: Asked, evidence: Evidence) -> Draft:
         if not evidence.sentences:
             return Draft([], "none")
-        quoted = extract(evidence.sentences, self.scores(asked, evidence), self.extract_policy)
+        named = named_sources(asked.text, evidence.sentences)
+        quoted = extract(evidence.sentences, self.scores(asked, evidence), self.extract_policy, named)
         return Draft(quoted, "extractive" if quoted else "none")
 
     async def check(self, found: list[Claim], evidence: Evidence) -> list[Verdict]:
@@ -160,7 +163,7 @@ class Grounding:
     async def generated(
         self, text: str, n_sources: int, asked: Asked, evidence: Evidence, unsupported: Unsupported
     ) -> Draft:
-        checked = await self.check(claims(text, n_sources), evidence)
+        checked = await self.check(claims(text, n_sources, evidence.titles), evidence)
         return self.settle(checked, asked, evidence, unsupported)
 
     def excerpts(self, asked: Asked, evidence: Evidence, count: int) -> dict[int, list[str]]:

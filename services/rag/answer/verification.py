@@ -15,7 +15,7 @@ supports it, so a shown ``[n]`` always points at the passage holding the claim.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from services.rag.config import RagSettings
 
 # Bumped whenever the rules change, so cached answers checked by older rules are not served.
-RULES_VERSION: Final = 13
+RULES_VERSION: Final = 16
 _MARKER_RE: Final = re.compile(r"\s*\[(\d{1,3})\]")
 _MIN_WORDS: Final = 4
 _SPACED_PUNCTUATION_RE: Final = re.compile(r"\s+([,.;:!?])")
@@ -49,6 +49,11 @@ _BROKEN_RE: Final = re.compile(r"\b(the|a|an|and|or|of|by|with|which)\s*[,.;:!?]
 # A marker followed by a capitalised word ends a sentence, whatever the punctuation says:
 # "... never as the secret [4] Cached answers are ..." is two.
 _MARKER_THEN_CAPITAL_RE: Final = re.compile(r"(?<=\])\s+(?=[A-Z])")
+# A last clause ending on a word that needs an object ("citing them as."): its object was a marker.
+_DANGLING_RE: Final = re.compile(r",[^,]*\b(?:as|like|of|to|with|by)([.!?])$", re.IGNORECASE)
+_LEAD_IN_RE: Final = re.compile(
+    r"^the answer(?: to (?:this|the|your) question)? is:\s*(?=[A-Z`])", re.IGNORECASE
+)
 _CLOSERS: Final = "\"'”’`)"
 
 
@@ -92,8 +97,12 @@ class Verdict:
     evidence: SourceSentence | None
 
 
-def claims(answer: str, n_sources: int) -> list[Claim]:
+def claims(answer: str, n_sources: int, titles: Iterable[str] = ()) -> list[Claim]:
     """The answer's statements, markers taken out and kept as citations (in range only).
+
+    A source title the model echoes before a sentence ("The rag orchestrator The rag
+    service answers questions.") and a lead-in ("The answer to this question is: ...") are
+    not part of what it states, and are taken off.
 
     Headings, fragments of fewer than ``_MIN_WORDS`` words, sentences that never end (cut
     off by the token limit: "Each key has its own rate"), questions and lead-ins ending in
@@ -101,10 +110,11 @@ def claims(answer: str, n_sources: int) -> list[Claim]:
     "Question: ..."), and a repeated sentence is shown once.
     """
     found: dict[str, Claim] = {}
+    echoes = sorted({t.strip() for t in titles if t.strip()}, key=len, reverse=True)
     pieces = (p for s in split_sentences(answer) for p in _MARKER_THEN_CAPITAL_RE.split(s))
     for sentence in pieces:
         cited = tuple(sorted({int(n) for n in _MARKER_RE.findall(sentence) if 1 <= int(n) <= n_sources}))
-        text = _tidy(normalise_space(_MARKER_RE.sub("", sentence)))
+        text = _unprefixed(_tidy(normalise_space(_MARKER_RE.sub("", sentence))), echoes)
         if is_heading(text) or len(text.split()) < _MIN_WORDS or text.endswith(("?", ":")):
             continue
         if not text.rstrip(_CLOSERS).endswith((".", "!")):
@@ -115,10 +125,21 @@ def claims(answer: str, n_sources: int) -> list[Claim]:
     return list(found.values())
 
 
+def _unprefixed(text: str, titles: list[str]) -> str:
+    text = _LEAD_IN_RE.sub("", text, count=1)
+    for title in titles:
+        rest = text[len(title) :].lstrip()
+        if text.casefold().startswith(title.casefold() + " ") and rest[:1].isupper():
+            return rest
+    return text
+
+
 def _tidy(text: str) -> str:
-    """Punctuation left where markers were: "citing them as [1], [2]." reads "citing them as."."""
+    """Punctuation left where markers were, and a last clause they ended: "..., citing them
+    as [1], [2]." reads "...."."""
     text = _SPACED_PUNCTUATION_RE.sub(r"\1", text)
-    return _STRANDED_RE.sub(r"\2", text)
+    text = _STRANDED_RE.sub(r"\2", text)
+    return _DANGLING_RE.sub(r"\1", text)
 
 
 def verify(
