@@ -4,8 +4,10 @@ retrieval drift, and 4xx envelopes for bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -299,6 +301,26 @@ async def test_bad_input_is_4xx_json(
     assert response.headers["content-type"] == "application/json"
     error = response.json()["error"]
     assert error["code"] == code and error["request_id"] == response.headers["x-request-id"]
+
+
+async def test_an_unknown_collection_logs_one_line(rag: httpx.AsyncClient, suite: Suite) -> None:
+    """A client's typo is a 404 and its request line, not a pymilvus traceback per search."""
+    log = suite.data_dir / "logs" / "rag.log"
+    before = log.stat().st_size
+    ids = []
+    for mode in ("hybrid", "dense", "bm25"):
+        body = {"query": "x", "collection": "t_typo_collection", "mode": mode}
+        response = await rag.post("/v1/search", json=body)
+        assert response.status_code == 404
+        ids.append(response.headers["x-request-id"])
+    deadline = time.monotonic() + 30  # the request lines may reach the file a moment later
+    while True:
+        written = log.read_bytes()[before:].decode(errors="replace")
+        if all(i in written for i in ids) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert all(written.count(i) == 1 for i in ids), written[-2000:]
+    assert "t_typo_collection" not in written and "Traceback" not in written, written[-2000:]
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
 Mode = Literal["dense", "bm25", "hybrid"]
 MODES: tuple[str, ...] = get_args(Mode)
 Fusion = Literal["score", "rrf"]
+# Collections seen to exist. A name not among them is checked before it is searched, since a
+# search of a missing collection makes pymilvus log an error with a traceback: a client's
+# typo would fill the log. Bounded, as names come from clients.
+_KNOWN_CAP = 1024
 
 
 class CollectionNotFound(Exception):
@@ -75,6 +80,7 @@ class Retriever:
         self._client: Any = connect_milvus(uri, token, timeout=10)
         self.config = config or RetrievalConfig()
         self._batcher = SearchBatcher(self._search_many, self.config.batch_window_s, self.config.max_batch)
+        self._known: OrderedDict[str, None] = OrderedDict()
 
     @property
     def batches_sent(self) -> int:
@@ -103,6 +109,7 @@ class Retriever:
             mode = "dense"
         if mode != "bm25" and vector is None:
             raise ValueError(f"{mode} search needs a query vector")
+        await self._check_exists(collection)
         if mode == "dense":
             return await self._ranked(collection, vs.DENSE, vector, top_k, filter_expr)
         if mode == "bm25":
@@ -145,8 +152,8 @@ class Retriever:
             else:
                 results = (await asyncio.to_thread(self._search_many, key, [data]))[0]
         except MilvusException as exc:
-            # Checked only on failure, so a healthy search costs one round trip.
-            if not await self._has_collection(collection):
+            if await self._has_collection(collection) is False:
+                self._known.pop(collection, None)
                 raise CollectionNotFound(collection) from exc
             raise RetrievalUnavailable(str(exc)) from exc
         hits = [_hit(r) for r in results]
@@ -155,11 +162,25 @@ class Retriever:
             return [replace(h, score=abs(h.score), bm25_score=abs(h.score)) for h in hits]
         return [replace(h, dense_score=h.score) for h in hits]
 
-    async def _has_collection(self, collection: str) -> bool:
+    async def _check_exists(self, collection: str) -> None:
+        if collection in self._known:
+            self._known.move_to_end(collection)
+            return
+        exists = await self._has_collection(collection)
+        if exists is False:
+            raise CollectionNotFound(collection)
+        if exists:
+            self._known[collection] = None
+            while len(self._known) > _KNOWN_CAP:
+                self._known.popitem(last=False)
+
+    async def _has_collection(self, collection: str) -> bool | None:
+        """Whether the collection exists; None when Milvus cannot say (the search then reports
+        the store as unavailable, not the collection as missing)."""
         try:
             return bool(await asyncio.to_thread(self._client.has_collection, collection))
         except Exception:
-            return True  # unreachable: report the store as unavailable, not the collection as missing
+            return None
 
     def _search_many(self, key: BatchKey, data: list[Any]) -> Results:
         results = self._client.search(
