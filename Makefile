@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 LLAMA_CFLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(LLAMA_CFLAGS)" -DCMAKE_CXX_FLAGS="$(LLAMA_CFLAGS)"
 
-.PHONY: install run test lint bench clean chaos fuzz load load-deps soak
+.PHONY: install run test lint bench clean chaos fuzz load load-deps soak compose-env
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,13 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	$(VENV)/bin/quarry up
+
+# Secrets for compose/compose.yaml (Redis, Milvus, MinIO, Grafana), which refuses to start
+# without them; compose reads compose/.env by itself. Kept once written (docs/deploy.md).
+compose-env: compose/.env
+
+compose/.env:
+	sh compose/gen-env.sh $@
 
 test: install
 	$(PY) -m pytest
