@@ -12,17 +12,30 @@ from collections.abc import Awaitable, Callable, Mapping
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from services.common.logs import get_logger
+
 ReadinessCheck = Callable[[], Awaitable[None]]
 """Raises when the dependency is not usable; returns None when it is."""
 
+
+class NotReady(Exception):
+    """A check's own reason, safe to show ("model is loading"); other errors show their kind only."""
+
+
 _CHECK_TIMEOUT_S = 2.0
+_log = get_logger(__name__)
 
 
-async def _run_check(check: ReadinessCheck) -> str:
+async def _run_check(name: str, check: ReadinessCheck) -> str:
     try:
         await asyncio.wait_for(check(), _CHECK_TIMEOUT_S)
+    except NotReady as exc:
+        return f"error: {exc}"[:300]
     except Exception as exc:  # any failure means not ready; say which
-        return f"error: {type(exc).__name__}: {exc}"[:300]
+        # The body names the failure's kind only: an error's text names internal hosts and ports,
+        # and probes are reachable beyond the operators who read the log.
+        _log.warning("readiness_check_failed", check=name, error=f"{type(exc).__name__}: {exc}"[:300])
+        return f"error: {type(exc).__name__}"
     return "ok"
 
 
@@ -36,7 +49,7 @@ def health_router(checks: Mapping[str, ReadinessCheck]) -> APIRouter:
     @router.get("/health/ready")
     async def ready() -> JSONResponse:
         names = list(checks)
-        results = await asyncio.gather(*(_run_check(checks[n]) for n in names))
+        results = await asyncio.gather(*(_run_check(n, checks[n]) for n in names))
         report = dict(zip(names, results, strict=True))
         ok = all(r == "ok" for r in results)
         return JSONResponse(

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from services.common.health import NotReady
 from services.common.logs import get_logger
 from services.common.wiring import wire_service
 from services.embedder import metrics
@@ -82,9 +83,9 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
 
     async def model_ready() -> None:
         if startup.error is not None:
-            raise RuntimeError(f"model failed to load: {startup.error}")
+            raise NotReady("model failed to load (see the log)")
         if startup.service is None:
-            raise RuntimeError("model is loading")
+            raise NotReady("model is loading")
 
     app = FastAPI(title="Quarry embedder", lifespan=lifespan)
     app.state.startup = startup

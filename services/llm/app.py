@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from services.common.health import NotReady
 from services.common.logs import get_logger
 from services.common.wiring import wire_service
 from services.llm.backends.base import GenerationBackend
@@ -57,7 +58,7 @@ def create_app(settings: LLMSettings | None = None) -> FastAPI:
 
     async def model_loaded() -> None:
         if not state["ready"]:
-            raise RuntimeError("model is loading")
+            raise NotReady("model is loading")
 
     app = FastAPI(title="Quarry LLM", lifespan=lifespan)
     app.include_router(router)

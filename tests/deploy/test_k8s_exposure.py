@@ -265,11 +265,6 @@ def test_metrics_are_served_apart_from_the_api(kubectl: str, overlay: str) -> No
             assert int(annotations["prometheus.io/port"]) not in api_ports, name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/common/health.py puts the exception text, host and port included, "
-    "into /health/ready; keeping it to the exception type needs a Python change",
-)
 async def test_readiness_errors_name_no_internal_host() -> None:
     # A real client's error for an unreachable store, as a readiness check raises it.
     client = aioredis.Redis.from_url("redis://localhost:1/0", socket_connect_timeout=1)
