@@ -12,6 +12,7 @@ never sees an upstream stack trace, banner or internal address.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,6 +37,8 @@ _ERROR_CODE_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 _CONNECT_TIMEOUT_S = 2.0
 # One connection per request in flight (HTTP/1.1); past this many, requests wait for one.
 _MAX_CONNECTIONS = 1000
+# Parsed upstream URLs kept per path; paths hold client input (collection names), so bounded.
+_URLS = 1024
 # A closing stream's cleanup (closing the upstream, counting its tokens) may take this long.
 _CLEANUP_S = 5.0
 
@@ -121,6 +124,11 @@ class Upstream:
     ) -> None:
         await self.client.aclose()
 
+    @functools.lru_cache(maxsize=_URLS)  # noqa: B019  (one Upstream per service, for the app's life)
+    def _url(self, path: str) -> httpx.URL:
+        # An absolute URL, parsed once: httpx would parse and join the path on every request.
+        return httpx.URL(self._base_url.rstrip("/") + path)
+
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -139,7 +147,8 @@ class Upstream:
         headers = _context_headers()
         if content_type:
             headers["content-type"] = content_type
-        request = self.client.build_request(method, path, content=body, headers=headers, params=params)
+        url = self._url(path)
+        request = self.client.build_request(method, url, content=body, headers=headers, params=params or None)
         try:
             async with asyncio.timeout(self._deadline_s):
                 upstream = await self.client.send(request, stream=True)
