@@ -85,17 +85,24 @@ class Gatekeeper:
         return Pass(stored.key, without_redis=False)
 
 
+async def admit(request: Request, scope: str) -> ApiKey:
+    """The request's key, if it has ``scope``; what it was admitted with goes to ``request.state``."""
+    gatekeeper: Gatekeeper = request.app.state.gatekeeper
+    admitted = await gatekeeper.authenticate(_bearer(request))
+    key = admitted.key
+    if scope not in key.scopes:
+        raise APIError(403, "insufficient_scope", f"this key lacks the {scope!r} scope")
+    request.state.api_key = key
+    request.state.degraded = list(DEGRADED_WITHOUT_REDIS) if admitted.without_redis else []
+    current_rate_limit.set(key.rate_limit)
+    return key
+
+
 def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
+    """A dependency: the request's key, if it has ``scope``."""
+
     async def dependency(request: Request) -> ApiKey:
-        gatekeeper: Gatekeeper = request.app.state.gatekeeper
-        admitted = await gatekeeper.authenticate(_bearer(request))
-        key = admitted.key
-        if scope not in key.scopes:
-            raise APIError(403, "insufficient_scope", f"this key lacks the {scope!r} scope")
-        request.state.api_key = key
-        request.state.degraded = list(DEGRADED_WITHOUT_REDIS) if admitted.without_redis else []
-        current_rate_limit.set(key.rate_limit)
-        return key
+        return await admit(request, scope)
 
     return dependency
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from fastapi import Depends, Request, Response
+from fastapi import Request, Response
 from limits import RateLimitItem
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
@@ -21,7 +21,7 @@ from slowapi.errors import RateLimitExceeded
 from starlette.concurrency import run_in_threadpool
 
 from services.common.errors import APIError
-from services.gateway.auth import current_rate_limit, require_scope
+from services.gateway.auth import admit, current_rate_limit
 from services.gateway.keys import ApiKey
 from services.gateway.store_breaker import StoreBreaker, StoreUnavailable
 
@@ -102,12 +102,11 @@ class RateLimits:
         return APIError(429, "rate_limited", f"rate limit exceeded: {detail}", headers)
 
 
-def limited(scope: str) -> Callable[..., Awaitable[ApiKey]]:
-    """A dependency: the key, admitted for ``scope`` and counted in its window."""
+def limited(scope: str) -> Callable[[Request, Response], Awaitable[ApiKey]]:
+    """A dependency: the request's key, admitted for ``scope`` and counted in its window."""
 
-    async def dependency(
-        request: Request, response: Response, key: ApiKey = Depends(require_scope(scope))
-    ) -> ApiKey:
+    async def dependency(request: Request, response: Response) -> ApiKey:
+        key = await admit(request, scope)
         limits: RateLimits = request.app.state.rate_limits
         await limits.count(request, response)
         return key
