@@ -1,6 +1,10 @@
-"""Forwards requests to an upstream service over one shared httpx client, relaying SSE as it comes.
+"""Forwards requests to an upstream service over one shared httpx2 client, relaying SSE as it comes.
 
-The client keeps HTTP/1.1 connections alive rather than multiplexing HTTP/2: httpcore never
+httpx2 is httpx's maintained continuation, with the same API. Its connection pool assigns a
+request in one pass over its connections; httpx 0.28's (httpcore 1.0) goes over them once per
+idle connection and polls every idle socket, so its cost per request grows with concurrency.
+
+The client keeps HTTP/1.1 connections alive rather than multiplexing HTTP/2: neither library
 resets an HTTP/2 stream it abandons, so an upstream would go on working for a client that
 left. An HTTP/1.1 response closed early closes its connection, and the upstream's server
 tells its handler that the client is gone.
@@ -20,8 +24,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 import anyio
-import httpx
-import httpx_sse
+import httpx2
 import sse_starlette
 from starlette.responses import Response
 
@@ -42,7 +45,7 @@ _URLS = 1024
 # A closing stream's cleanup (closing the upstream, counting its tokens) may take this long.
 _CLEANUP_S = 5.0
 
-EventTap = Callable[[httpx_sse.ServerSentEvent], None]
+EventTap = Callable[[httpx2.ServerSentEvent], None]
 
 
 @dataclass
@@ -52,7 +55,7 @@ class Reply:
     status: int
     headers: dict[str, str]
     content: bytes = b""
-    stream: httpx.Response | None = field(default=None, repr=False)
+    stream: httpx2.Response | None = field(default=None, repr=False)
 
     def json(self) -> object:
         try:
@@ -76,12 +79,12 @@ class Reply:
 
 
 async def _relay(
-    upstream: httpx.Response, on_event: EventTap | None, on_end: Callable[[], Awaitable[None]] | None
+    upstream: httpx2.Response, on_event: EventTap | None, on_end: Callable[[], Awaitable[None]] | None
 ) -> AsyncIterator[sse_starlette.ServerSentEvent]:
     # Unbuffered: each event goes on as soon as its blank line arrives. A client that leaves
     # cancels this generator, and closing the upstream response closes its connection.
     try:
-        async for event in httpx_sse.EventSource(upstream).aiter_sse():
+        async for event in httpx2.EventSource(upstream):
             if on_event is not None:
                 on_event(event)
             yield sse_starlette.ServerSentEvent(
@@ -90,7 +93,7 @@ async def _relay(
                 id=event.id or None,
                 retry=event.retry,
             )
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         # Headers are sent: the client sees a cut stream, the log says why.
         _log.warning("upstream_stream_failed", error=type(exc).__name__)
     finally:
@@ -108,13 +111,15 @@ class Upstream:
         self._base_url = base_url
         self._read_timeout_s = read_timeout_s
         self._deadline_s = deadline_s
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx2.AsyncClient | None = None
 
     async def __aenter__(self) -> Upstream:
-        self._client = httpx.AsyncClient(
+        self._client = httpx2.AsyncClient(
             base_url=self._base_url,
-            timeout=httpx.Timeout(self._read_timeout_s, connect=_CONNECT_TIMEOUT_S),
-            limits=httpx.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS),
+            timeout=httpx2.Timeout(self._read_timeout_s, connect=_CONNECT_TIMEOUT_S),
+            limits=httpx2.Limits(
+                max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS
+            ),
             trust_env=False,  # never route internal calls through an environment's proxy
         )
         return self
@@ -125,12 +130,12 @@ class Upstream:
         await self.client.aclose()
 
     @functools.lru_cache(maxsize=_URLS)  # noqa: B019  (one Upstream per service, for the app's life)
-    def _url(self, path: str) -> httpx.URL:
-        # An absolute URL, parsed once: httpx would parse and join the path on every request.
-        return httpx.URL(self._base_url.rstrip("/") + path)
+    def _url(self, path: str) -> httpx2.URL:
+        # An absolute URL, parsed once: the client would parse and join the path on every request.
+        return httpx2.URL(self._base_url.rstrip("/") + path)
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> httpx2.AsyncClient:
         if self._client is None:
             raise RuntimeError(f"the {self.name} client is opened by the app's lifespan")
         return self._client
@@ -161,11 +166,11 @@ class Upstream:
                     content = await upstream.aread()
                 finally:
                     await upstream.aclose()
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
             raise APIError(503, "upstream_unavailable", f"{self.name} is unavailable") from exc
-        except (TimeoutError, httpx.TimeoutException) as exc:
+        except (TimeoutError, httpx2.TimeoutException) as exc:
             raise APIError(504, "upstream_timeout", f"{self.name} did not answer in time") from exc
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise APIError(502, "bad_gateway", f"{self.name} failed") from exc
         reply = Reply(upstream.status_code, out_headers, content)
         if reply.status >= 500:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from httpx_sse import ServerSentEvent
+from httpx2 import ServerSentEvent
 
 
 def tokens_spent(answer: Any) -> int:

@@ -7,8 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import httpx
-import httpx_sse
+import httpx2
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -188,9 +187,14 @@ async def test_done_event_tokens_are_read_across_any_chunking() -> None:
             for start in range(0, len(stream), size):
                 yield stream[start : start + size]
 
-        response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=chunks())
+        response = httpx2.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            content=chunks(),
+            request=httpx2.Request("POST", "http://rag/v1/query"),
+        )
         done = DoneEvents()
-        async for event in httpx_sse.EventSource(response).aiter_sse():
+        async for event in httpx2.EventSource(response):
             done.feed(event)
         assert done.tokens == 42, size
 
