@@ -41,7 +41,7 @@ _CONNECT_TIMEOUT_S = 2.0
 # One connection per request in flight (HTTP/1.1); past this many, requests wait for one.
 _MAX_CONNECTIONS = 1000
 # Parsed upstream URLs kept per path; paths hold client input (collection names), so bounded.
-_URLS = 1024
+URL_CACHE_SIZE = 1024
 # A closing stream's cleanup (closing the upstream, counting its tokens) may take this long.
 _CLEANUP_S = 5.0
 
@@ -129,7 +129,7 @@ class Upstream:
     ) -> None:
         await self.client.aclose()
 
-    @functools.lru_cache(maxsize=_URLS)  # noqa: B019  (one Upstream per service, for the app's life)
+    @functools.lru_cache(maxsize=URL_CACHE_SIZE)  # noqa: B019  (one Upstream per service, for the app's life)
     def _url(self, path: str) -> httpx2.URL:
         # An absolute URL, parsed once: the client would parse and join the path on every request.
         return httpx2.URL(self._base_url.rstrip("/") + path)

@@ -1,4 +1,4 @@
-"""Pure logic of the gateway: key shapes, secret checks, the key cache, the Redis breaker, quotas, usage."""
+"""Pure logic of the gateway: key shapes, secret checks, bounded caches, the Redis breaker, quotas, usage."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from services.common.errors import APIError
 from services.gateway.key_cache import KeyCache
 from services.gateway.keys import ApiKey, KeyStore, StoredKey, _digest, parse_key
+from services.gateway.proxy import URL_CACHE_SIZE, Upstream
 from services.gateway.quota import counter_key, seconds_until_reset
 from services.gateway.store_breaker import StoreBreaker, StoreUnavailable
 from services.gateway.usage import DoneEvents, tokens_in_body
@@ -212,3 +213,12 @@ async def test_done_event_tokens_are_read_across_any_chunking() -> None:
 )
 def test_tokens_in_a_json_answer(body: bytes, tokens: int) -> None:
     assert tokens_in_body(body) == tokens
+
+
+def test_upstream_urls_are_parsed_once_per_path_and_the_cache_is_bounded() -> None:
+    upstream = Upstream("rag", "http://rag:8103/", read_timeout_s=1, deadline_s=1)
+    assert str(upstream._url("/v1/query")) == "http://rag:8103/v1/query"
+    assert upstream._url("/v1/query") is upstream._url("/v1/query")
+    for n in range(2 * URL_CACHE_SIZE):  # paths carry client input: collection names, doc ids
+        upstream._url(f"/v1/collections/c{n}/documents")
+    assert upstream._url.cache_info().currsize <= URL_CACHE_SIZE
