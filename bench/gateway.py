@@ -8,14 +8,13 @@ answer cache. Then ``concurrency`` HTTP/2 clients (one connection each) send a w
 question to rag and to the gateway in alternating rounds. Every request through the
 gateway pays key lookup, the Redis rate-limit window, the quota check and one more hop.
 
-``--baseline REV`` also runs the gateway of an earlier commit (from a temporary git
-worktree) in front of the same rag, so the rounds compare rag alone, that gateway and this
-one side by side; every row then shows the CPU each process spent per request, from /proc.
+``--baseline REV`` (repeatable) also runs the gateway of another commit (from a temporary
+git worktree) in front of the same rag, so the rounds compare rag alone, those gateways and
+this one side by side; every row shows the CPU each process spent per request, from /proc.
 
 The clients are h2load's (``--client h2load``, the default when it is installed): a
 Python client spends more CPU per request than the services it measures, and on a
-2-core machine that CPU is taken from them. ``--client python`` keeps the httpx clients
-of the figures before 2026-12-01.
+2-core machine that CPU is taken from them. ``--client python`` drives httpx clients instead.
 
 ``--pin-rag CPUS`` (taskset's list form, e.g. ``0``) confines rag to those CPUs and the
 gateways and h2load to the others, in every round, rag alone included. Unpinned, all of
@@ -143,7 +142,7 @@ async def _forget_key(redis_url: str, key_id: str) -> None:
 @contextlib.contextmanager
 def _baseline_gateway(suite: Suite, revision: str, tmp: Path) -> Iterator[tuple[str, Child]]:
     """The gateway of ``revision`` on a free port, in front of the suite's rag."""
-    tree = tmp / "baseline"
+    tree = tmp / f"baseline-{revision}"
     subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], check=True)
     port = free_port()
     env = {**suite.children["gateway"].env, "QUARRY_GATEWAY_PORT": str(port)}
@@ -154,7 +153,7 @@ def _baseline_gateway(suite: Suite, revision: str, tmp: Path) -> Iterator[tuple[
     )
     url = f"http://127.0.0.1:{port}"
     argv = [sys.executable, "-c", code]
-    child = Child("gateway-baseline", argv, env, f"{url}/health/ready", tmp / "baseline.log")
+    child = Child(f"gateway-{revision}", argv, env, f"{url}/health/ready", tmp / f"baseline-{revision}.log")
     child.start()
     try:
         child.wait_ready(time.monotonic() + 120)
@@ -204,7 +203,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--client", choices=("h2load", "python"), default=None)
-    parser.add_argument("--baseline", metavar="REV", help="also run this commit's gateway, side by side")
+    parser.add_argument(
+        "--baseline", metavar="REV", action="append", default=[], help="also run this commit's gateway"
+    )
     parser.add_argument(
         "--pin-rag", metavar="CPUS", help="rag on these CPUs, the gateways and h2load on the rest"
     )
@@ -237,9 +238,9 @@ def main() -> None:
             key, key_id = asyncio.run(_prepare(suite, args.redis_url))
             with contextlib.ExitStack() as stack:
                 targets = {"rag alone": _Target(suite.url("rag"), None, None)}
-                if args.baseline:
-                    url, baseline = stack.enter_context(_baseline_gateway(suite, args.baseline, Path(tmp)))
-                    targets[f"gateway {args.baseline} → rag"] = _Target(url, key, baseline)
+                for revision in args.baseline:
+                    url, baseline = stack.enter_context(_baseline_gateway(suite, revision, Path(tmp)))
+                    targets[f"gateway {revision} → rag"] = _Target(url, key, baseline)
                 targets["gateway → rag"] = _Target(suite.url("gateway"), key, suite.children["gateway"])
                 rag = _pid(suite.children["rag"])
                 try:

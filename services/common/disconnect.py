@@ -36,11 +36,9 @@ async def cancel_when(
     """Awaits ``call``; if the watch ``gone()`` (the client's leaving) ends first, cancels
     ``call`` and raises ClientDisconnected.
 
-    A coroutine ``call`` runs in the caller's task and only the watch gets a task of its own:
-    one task per request less, on every relayed request of the gateway. A task ``call`` is
-    cancelled with the caller. ``watch_after_s`` starts the watch only once ``call`` has taken
-    that long: a cached answer is back sooner, and on RSGI the watch's start and cancellation
-    cost a tenth of the gateway's CPU per request.
+    A coroutine ``call`` runs in the caller's task and only the watch gets a task of its own. A
+    task ``call`` is cancelled with the caller. ``watch_after_s`` starts the watch only once
+    ``call`` has taken that long, so a quick answer (a cached one) needs no watch task at all.
     """
     task = asyncio.current_task()
     assert task is not None

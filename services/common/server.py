@@ -1,8 +1,7 @@
-"""Serve a service's app factory over HTTP/2 cleartext (and HTTP/1.1 on the same port).
+"""Serve a service's ASGI app factory over HTTP/2 cleartext (and HTTP/1.1 on the same port).
 
-Granian is the default (see docs/architecture.md for the measurement);
-Hypercorn stays selectable for platforms where Granian has no wheel (ASGI factories only: the
-gateway's RSGI front, its express lane, needs Granian).
+Granian is the default (see docs/architecture.md); Hypercorn stays selectable for
+platforms where Granian has no wheel.
 """
 
 from __future__ import annotations
@@ -15,30 +14,20 @@ from typing import Literal
 from services.common.config import ServiceSettings
 
 ServerKind = Literal["granian", "hypercorn"]
-# asgi: the factory returns an ASGI app; rsgi: an RSGI one (``__rsgi__``), Granian only.
-Interface = Literal["asgi", "rsgi"]
 
 # Streams one client may keep open at once on one connection; rag fans out many.
 _MAX_CONCURRENT_STREAMS = 1000
 
 
-def serve(
-    factory_target: str,
-    settings: ServiceSettings,
-    server: ServerKind = "granian",
-    interface: Interface = "asgi",
-) -> None:
+def serve(factory_target: str, settings: ServiceSettings, server: ServerKind = "granian") -> None:
     """Block serving ``module:factory`` (called with no arguments; it reads its settings)."""
     if server == "granian":
-        _serve_granian(factory_target, settings, interface)
-    elif interface == "asgi":
-        _serve_hypercorn(factory_target, settings)
+        _serve_granian(factory_target, settings)
     else:
-        # The gateway's create_app is ASGI: Hypercorn can serve it, without the express lane.
-        raise ValueError(f"Hypercorn serves ASGI factories only, not {factory_target}")
+        _serve_hypercorn(factory_target, settings)
 
 
-def _serve_granian(factory_target: str, settings: ServiceSettings, interface: Interface) -> None:
+def _serve_granian(factory_target: str, settings: ServiceSettings) -> None:
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP2Settings
@@ -48,7 +37,7 @@ def _serve_granian(factory_target: str, settings: ServiceSettings, interface: In
         factory=True,
         address=settings.host,
         port=settings.port,
-        interface=Interfaces.RSGI if interface == "rsgi" else Interfaces.ASGI,
+        interface=Interfaces.ASGI,
         http=HTTPModes.auto,
         workers=settings.workers,
         http2_settings=HTTP2Settings(max_concurrent_streams=_MAX_CONCURRENT_STREAMS),

@@ -9,14 +9,12 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from services.common.errors import APIError
-from services.gateway.admission import Admission
 from services.gateway.key_cache import KeyCache
-from services.gateway.keys import ApiKey, KeyStore, StoredKey, parse_key
+from services.gateway.keys import ApiKey, KeyStore, parse_key
 from services.gateway.store_breaker import StoreBreaker, StoreUnavailable
 
-# Read by the rate limiter, which calls its limit provider and filters without the request.
+# Read by slowapi's limit provider, which is called without the request.
 current_rate_limit: ContextVar[str] = ContextVar("current_rate_limit", default="60/minute")
-skip_rate_limit: ContextVar[bool] = ContextVar("skip_rate_limit", default=False)
 
 # What a fail-open request goes without, as sent in X-Quarry-Degraded.
 DEGRADED_WITHOUT_REDIS = ("keys_cached", "rate_limit_off", "token_quota_off")
@@ -51,55 +49,23 @@ def _bearer(request: Request) -> str:
 class Pass:
     key: ApiKey
     without_redis: bool  # admitted from the last-known-good cache (fail-open)
-    tokens_used: int | None = None  # today's tokens, when read on the way in
 
 
 class Gatekeeper:
     """Finds the key for a presented secret: from Redis, or from the last-known-good cache."""
 
-    def __init__(
-        self, store: KeyStore, cache: KeyCache, breaker: StoreBreaker, admission: Admission | None = None
-    ) -> None:
+    def __init__(self, store: KeyStore, cache: KeyCache, breaker: StoreBreaker) -> None:
         self._store = store
         self._cache = cache
         self._breaker = breaker
-        self._admission = admission  # None: slowapi counts on its own (sentinel, cluster)
 
-    def _admissible(self, key_id: str, secret: str, scope: str) -> StoredKey | None:
-        """The replica's last record of the key, if one trip may admit it (see admission.py).
-
-        None reads the record alone first: a wrong secret never spends the key's window, and
-        a request about to be refused its scope is not counted (slowapi never counts it either).
-        """
-        if self._admission is None:
-            return None
-        known = self._cache.last_seen(key_id)
-        if known is None or scope not in known.key.scopes or not known.matches(secret):
-            return None
-        return known
-
-    def recognised(self, presented: str, scope: str) -> ApiKey | None:
-        """The key ``authenticate`` would admit ``presented`` as in one trip, counting its window
-        (as this replica last saw it); None if it would read the record alone first."""
-        parsed = parse_key(presented)
-        known = None if parsed is None else self._admissible(*parsed, scope)
-        return None if known is None else known.key
-
-    async def authenticate(self, presented: str, scope: str) -> Pass:
-        """The key for ``presented``; its window is counted on the way in only if it has ``scope``."""
+    async def authenticate(self, presented: str) -> Pass:
         parsed = parse_key(presented)
         if parsed is None:
             raise _invalid_key()
         key_id, secret = parsed
-        admission = self._admission
-        known = self._admissible(key_id, secret, scope)
-        tokens_used = None
         try:
-            if known is None or admission is None:
-                stored = await self._breaker.run(lambda: self._store.lookup(key_id))
-            else:
-                admitted = await self._breaker.run(lambda: admission.admit(known.key))
-                stored, tokens_used = admitted.stored, admitted.tokens_used
+            stored = await self._breaker.run(lambda: self._store.lookup(key_id))
         except StoreUnavailable:
             if not self._breaker.fail_open:
                 raise
@@ -113,29 +79,30 @@ class Gatekeeper:
         if stored is None or stored.key.revoked:
             self._cache.forget(key_id)
             raise _invalid_key()
-        # The secret matched ``known`` already; a new salt or hash is checked afresh.
-        unchanged = known is not None and (known.salt, known.digest) == (stored.salt, stored.digest)
-        if not unchanged and not stored.matches(secret):
+        if not stored.matches(secret):
             raise _invalid_key()
         self._cache.remember(stored)
-        return Pass(stored.key, without_redis=False, tokens_used=tokens_used)
+        return Pass(stored.key, without_redis=False)
+
+
+async def admit(request: Request, scope: str) -> ApiKey:
+    """The request's key, if it has ``scope``; what it was admitted with goes to ``request.state``."""
+    gatekeeper: Gatekeeper = request.app.state.gatekeeper
+    admitted = await gatekeeper.authenticate(_bearer(request))
+    key = admitted.key
+    if scope not in key.scopes:
+        raise APIError(403, "insufficient_scope", f"this key lacks the {scope!r} scope")
+    request.state.api_key = key
+    request.state.degraded = list(DEGRADED_WITHOUT_REDIS) if admitted.without_redis else []
+    current_rate_limit.set(key.rate_limit)
+    return key
 
 
 def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
+    """A dependency: the request's key, if it has ``scope``."""
+
     async def dependency(request: Request) -> ApiKey:
-        gatekeeper: Gatekeeper = request.app.state.gatekeeper
-        admitted = await gatekeeper.authenticate(_bearer(request), scope)
-        key, without_redis = admitted.key, admitted.without_redis
-        if scope not in key.scopes:
-            raise APIError(403, "insufficient_scope", f"this key lacks the {scope!r} scope")
-        request.state.api_key = key
-        request.state.tokens_used = admitted.tokens_used
-        request.state.degraded = list(DEGRADED_WITHOUT_REDIS) if without_redis else []
-        # slowapi reads this after a swallowed storage error; None means "no headers".
-        request.state.view_rate_limit = None
-        current_rate_limit.set(key.rate_limit)
-        skip_rate_limit.set(without_redis)
-        return key
+        return await admit(request, scope)
 
     return dependency
 

@@ -1,4 +1,13 @@
-"""Forwards requests to an upstream service over pooled HTTP/2, streaming SSE through.
+"""Forwards requests to an upstream service over one shared httpx2 client, relaying SSE as it comes.
+
+httpx2 is httpx's maintained continuation, with the same API. Its connection pool assigns a
+request in one pass over its connections; httpx 0.28's (httpcore 1.0) goes over them once per
+idle connection and polls every idle socket, so its cost per request grows with concurrency.
+
+The client keeps HTTP/1.1 connections alive rather than multiplexing HTTP/2: neither library
+resets an HTTP/2 stream it abandons, so an upstream would go on working for a client that
+left. An HTTP/1.1 response closed early closes its connection, and the upstream's server
+tells its handler that the client is gone.
 
 Upstream failures become the gateway's own JSON errors (502/503/504): the client
 never sees an upstream stack trace, banner or internal address.
@@ -7,25 +16,36 @@ never sees an upstream stack trace, banner or internal address.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from types import TracebackType
 
 import anyio
-from starlette.responses import Response, StreamingResponse
+import httpx2
+import sse_starlette
+from starlette.responses import Response
 
 from services.common.context import request_id_var, traceparent_var
 from services.common.errors import APIError
 from services.common.logs import get_logger
-from services.gateway import h2_channel
 
 _log = get_logger(__name__)
 
 # Only these upstream headers reach the client: no internal addresses or server banners.
-_PASS_HEADERS = ("content-type", "cache-control", "retry-after", "x-accel-buffering")
+_PASS_HEADERS = ("content-type", "cache-control", "retry-after")
 _ERROR_CODE_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+_CONNECT_TIMEOUT_S = 2.0
+# One connection per request in flight (HTTP/1.1); past this many, requests wait for one.
+_MAX_CONNECTIONS = 1000
+# Parsed upstream URLs kept per path; paths hold client input (collection names), so bounded.
+URL_CACHE_SIZE = 1024
+# A closing stream's cleanup (closing the upstream, counting its tokens) may take this long.
+_CLEANUP_S = 5.0
+
+EventTap = Callable[[httpx2.ServerSentEvent], None]
 
 
 @dataclass
@@ -35,8 +55,7 @@ class Reply:
     status: int
     headers: dict[str, str]
     content: bytes = b""
-    stream: h2_channel.Response | None = field(default=None, repr=False)
-    read_timeout_s: float | None = None
+    stream: httpx2.Response | None = field(default=None, repr=False)
 
     def json(self) -> object:
         try:
@@ -48,46 +67,78 @@ class Reply:
         self,
         *,
         content: bytes | None = None,
-        on_chunk: Callable[[bytes], None] | None = None,
+        on_event: EventTap | None = None,
         on_end: Callable[[], Awaitable[None]] | None = None,
     ) -> Response:
         if self.stream is None:
             return Response(self.content if content is None else content, self.status, self.headers)
-        relay = _relay(self.stream, self.read_timeout_s, on_chunk, on_end)
-        return StreamingResponse(relay, self.status, self.headers)
+        headers = {k: v for k, v in self.headers.items() if k != "content-type"}
+        return sse_starlette.EventSourceResponse(
+            _relay(self.stream, on_event, on_end), self.status, headers=headers
+        )
 
 
 async def _relay(
-    upstream: h2_channel.Response,
-    read_timeout_s: float | None,
-    on_chunk: Callable[[bytes], None] | None,
-    on_end: Callable[[], Awaitable[None]] | None,
-) -> AsyncIterator[bytes]:
-    # Unbuffered: each chunk reaches the client as the upstream sends it. A client that
-    # leaves cancels this generator, and closing the upstream response resets its stream.
-    completed = False
+    upstream: httpx2.Response, on_event: EventTap | None, on_end: Callable[[], Awaitable[None]] | None
+) -> AsyncIterator[sse_starlette.ServerSentEvent]:
+    # Unbuffered: each event goes on as soon as its blank line arrives. A client that leaves
+    # cancels this generator, and closing the upstream response closes its connection.
     try:
-        async for chunk in upstream.iter_chunks(read_timeout_s):
-            if on_chunk is not None:
-                on_chunk(chunk)
-            yield chunk
-        completed = True
-    except (TimeoutError, h2_channel.ChannelError) as exc:
+        async for event in httpx2.EventSource(upstream):
+            if on_event is not None:
+                on_event(event)
+            yield sse_starlette.ServerSentEvent(
+                data=event.data,
+                event=None if event.event == "message" else event.event,  # the default type
+                id=event.id or None,
+                retry=event.retry,
+            )
+    except httpx2.HTTPError as exc:
         # Headers are sent: the client sees a cut stream, the log says why.
         _log.warning("upstream_stream_failed", error=type(exc).__name__)
     finally:
-        upstream.close()
-        if completed and on_end is not None:
-            with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(_CLEANUP_S, shield=True):
+            await upstream.aclose()
+            if on_end is not None:
                 await on_end()
 
 
 class Upstream:
+    """One upstream service; its client lives from ``__aenter__`` (the app's lifespan) to exit."""
+
     def __init__(self, name: str, base_url: str, *, read_timeout_s: float, deadline_s: float) -> None:
         self.name = name
-        self.channel = h2_channel.Channel(base_url)
+        self._base_url = base_url
         self._read_timeout_s = read_timeout_s
         self._deadline_s = deadline_s
+        self._client: httpx2.AsyncClient | None = None
+
+    async def __aenter__(self) -> Upstream:
+        self._client = httpx2.AsyncClient(
+            base_url=self._base_url,
+            timeout=httpx2.Timeout(self._read_timeout_s, connect=_CONNECT_TIMEOUT_S),
+            limits=httpx2.Limits(
+                max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS
+            ),
+            trust_env=False,  # never route internal calls through an environment's proxy
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.client.aclose()
+
+    @functools.lru_cache(maxsize=URL_CACHE_SIZE)  # noqa: B019  (one Upstream per service, for the app's life)
+    def _url(self, path: str) -> httpx2.URL:
+        # An absolute URL, parsed once: the client would parse and join the path on every request.
+        return httpx2.URL(self._base_url.rstrip("/") + path)
+
+    @property
+    def client(self) -> httpx2.AsyncClient:
+        if self._client is None:
+            raise RuntimeError(f"the {self.name} client is opened by the app's lifespan")
+        return self._client
 
     async def send(
         self,
@@ -96,34 +147,32 @@ class Upstream:
         *,
         body: bytes | None = None,
         content_type: str | None = None,
-        params: Mapping[str, str] | str | None = None,
+        params: str | None = None,
     ) -> Reply:
         headers = _context_headers()
         if content_type:
-            headers.append(("content-type", content_type))
-        query = params if isinstance(params, str) else urlencode(params or {})
-        target = f"{path}?{query}" if query else path
+            headers["content-type"] = content_type
+        url = self._url(path)
+        request = self.client.build_request(method, url, content=body, headers=headers, params=params or None)
         try:
             async with asyncio.timeout(self._deadline_s):
-                upstream = await self.channel.request(method, target, headers=headers, body=body)
+                upstream = await self.client.send(request, stream=True)
                 out_headers = {k: upstream.headers[k] for k in _PASS_HEADERS if k in upstream.headers}
-                if upstream.status < 400 and out_headers.get("content-type", "").startswith(
+                if upstream.status_code < 400 and out_headers.get("content-type", "").startswith(
                     "text/event-stream"
                 ):
-                    return Reply(
-                        upstream.status, out_headers, stream=upstream, read_timeout_s=self._read_timeout_s
-                    )
+                    return Reply(upstream.status_code, out_headers, stream=upstream)
                 try:
-                    content = await upstream.read(self._read_timeout_s)
+                    content = await upstream.aread()
                 finally:
-                    upstream.close()
-        except TimeoutError as exc:
-            raise APIError(504, "upstream_timeout", f"{self.name} did not answer in time") from exc
-        except h2_channel.ConnectFailed as exc:
+                    await upstream.aclose()
+        except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
             raise APIError(503, "upstream_unavailable", f"{self.name} is unavailable") from exc
-        except h2_channel.ChannelError as exc:
+        except (TimeoutError, httpx2.TimeoutException) as exc:
+            raise APIError(504, "upstream_timeout", f"{self.name} did not answer in time") from exc
+        except httpx2.HTTPError as exc:
             raise APIError(502, "bad_gateway", f"{self.name} failed") from exc
-        reply = Reply(upstream.status, out_headers, content)
+        reply = Reply(upstream.status_code, out_headers, content)
         if reply.status >= 500:
             raise self._upstream_error(reply)
         return reply
@@ -142,24 +191,16 @@ class Upstream:
         return APIError(502, "bad_gateway", f"{self.name} failed{cause}")
 
     async def ready(self) -> None:
-        async with asyncio.timeout(self._read_timeout_s):
-            upstream = await self.channel.request("GET", "/health/ready", headers=_context_headers())
-            try:
-                await upstream.read()
-            finally:
-                upstream.close()
-        if upstream.status != 200:
-            raise RuntimeError(f"{self.name} is not ready ({upstream.status})")
-
-    async def aclose(self) -> None:
-        await self.channel.aclose()
+        response = await self.client.get("/health/ready", headers=_context_headers())
+        if response.status_code != 200:
+            raise RuntimeError(f"{self.name} is not ready ({response.status_code})")
 
 
-def _context_headers() -> list[tuple[str, str]]:
+def _context_headers() -> dict[str, str]:
     """The request id and trace context, so the upstream's logs join this request's."""
-    headers = []
+    headers = {}
     if request_id := request_id_var.get():
-        headers.append(("x-request-id", request_id))
+        headers["x-request-id"] = request_id
     if traceparent := traceparent_var.get():
-        headers.append(("traceparent", traceparent))
+        headers["traceparent"] = traceparent
     return headers

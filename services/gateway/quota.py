@@ -52,22 +52,18 @@ class Metering:
         self._quota = quota
         self._breaker = breaker
 
-    async def remaining(self, key: ApiKey, degraded: list[str], used: int | None = None) -> int | None:
-        """Tokens left today (None: no quota, or not checked); 429 when none are left.
-
-        ``used``: today's count if it was read already on the way in (see admission.py).
-        """
+    async def remaining(self, key: ApiKey, degraded: list[str]) -> int | None:
+        """Tokens left today (None: no quota, or not checked); 429 when none are left."""
         limit = key.daily_token_quota
         if limit is None or "token_quota_off" in degraded:
             return None
-        if used is None:
-            try:
-                used = await self._breaker.run(lambda: self._quota.used(key.key_id))
-            except StoreUnavailable:
-                if not self._breaker.fail_open:
-                    raise
-                degraded.append("token_quota_off")
-                return None
+        try:
+            used = await self._breaker.run(lambda: self._quota.used(key.key_id))
+        except StoreUnavailable:
+            if not self._breaker.fail_open:
+                raise
+            degraded.append("token_quota_off")
+            return None
         if used >= limit:
             now = time.time()
             raise APIError(

@@ -1,8 +1,15 @@
-"""Per-key rate limits with slowapi on Redis (moving window)."""
+"""Per-key rate limits: slowapi's shared limit, one moving window per key in Redis.
+
+slowapi decides and writes the ``X-RateLimit-*`` headers, but it checks synchronously
+over limits' blocking Redis client. So its decorated check runs in Starlette's thread
+pool: a slow or hung Redis holds a worker thread for at most its timeout, never the
+event loop, and the Redis breaker skips it after a failure.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request, Response
 from limits import RateLimitItem
@@ -11,43 +18,30 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
+from starlette.concurrency import run_in_threadpool
 
-from services.common.errors import error_response
-from services.gateway.auth import current_rate_limit, skip_rate_limit
-from services.gateway.window_storage import one_trip_uri
+from services.common.errors import APIError
+from services.gateway.auth import admit, current_rate_limit
+from services.gateway.keys import ApiKey
+from services.gateway.store_breaker import StoreBreaker, StoreUnavailable
 
 # One limit per key across every route: the scope names the shared window.
 SHARED_SCOPE = "key"
+RATE_LIMIT_OFF = "rate_limit_off"
 
 
 def _limit_key(request: Request) -> str:
-    key = getattr(request.state, "api_key", None)
-    return _key_window(key.key_id) if key is not None else "anonymous"
-
-
-def _key_window(key_id: str) -> str:
-    return f"key:{key_id}"
-
-
-def window_identifiers(limiter: Limiter) -> Callable[[str], list[str]]:
-    """key_id -> the identifiers slowapi passes limits for that key's shared window."""
-    prefix = [limiter._key_prefix] if limiter._key_prefix else []
-    return lambda key_id: [*prefix, _key_window(key_id), SHARED_SCOPE]
+    return f"key:{request.state.api_key.key_id}"
 
 
 def per_key_limit() -> str:
     return current_rate_limit.get()
 
 
-def _skipped() -> bool:
-    # Set when the key was admitted without Redis (fail-open): no window to count in.
-    return skip_rate_limit.get()
-
-
 def redis_options(timeout_s: float, *, asyncio: bool = False) -> dict[str, object]:
     """Short timeouts and one immediate retry (a pooled connection may predate a Redis restart).
 
-    redis-py's default retries back off for seconds, which would stall every request.
+    redis-py's default retries back off for seconds, which would hold every request.
     """
     return {
         "socket_timeout": timeout_s,
@@ -56,43 +50,65 @@ def redis_options(timeout_s: float, *, asyncio: bool = False) -> dict[str, objec
     }
 
 
-def create_limiter(redis_url: str, *, fail_open: bool, timeout_s: float = 1.0) -> Limiter:
-    limiter = Limiter(
-        key_func=_limit_key,
-        storage_uri=one_trip_uri(redis_url),
-        storage_options=redis_options(timeout_s),  # type: ignore[arg-type]  # slowapi types it as str
-        strategy="moving-window",
-        headers_enabled=True,
-        swallow_errors=fail_open,
-        key_prefix="quarry:ratelimit",
-    )
-    # slowapi 0.1.10 checks these before counting but has no public way to add one.
-    limiter._request_filters.append(_skipped)
-    return limiter
+def _counted(request: Request, response: Response) -> None:
+    """slowapi counts the request before this and writes its headers into ``response`` after."""
 
 
-def with_limit_headers(
-    limiter: Limiter, response: Response, view: tuple[RateLimitItem, list[str]] | None
-) -> Response:
-    """``X-RateLimit-*`` headers for ``view``'s window, as slowapi writes them."""
-    return limiter._inject_headers(response, view)  # type: ignore[arg-type]  # None: no headers
+class RateLimits:
+    def __init__(self, redis_url: str, breaker: StoreBreaker, *, timeout_s: float = 1.0) -> None:
+        self.limiter = Limiter(
+            key_func=_limit_key,
+            storage_uri=redis_url,
+            storage_options=redis_options(timeout_s),  # type: ignore[arg-type]  # slowapi types it as str
+            strategy="moving-window",
+            headers_enabled=True,
+            key_prefix="quarry:ratelimit",
+        )
+        self._check = self.limiter.shared_limit(per_key_limit, scope=SHARED_SCOPE)(_counted)
+        self._breaker = breaker
+
+    async def count(self, request: Request, response: Response) -> None:
+        """Counts the request in its key's window; the headers go into ``response``, 429 past it."""
+        degraded: list[str] = request.state.degraded
+        if RATE_LIMIT_OFF in degraded:  # admitted without Redis: no window to count in
+            return
+        # slowapi reads this after a storage error; None means "no headers".
+        request.state.view_rate_limit = None
+        try:
+            await self._breaker.run(lambda: run_in_threadpool(self._check_in_thread, request, response))
+        except StoreUnavailable:
+            if not self._breaker.fail_open:
+                raise
+            degraded.append(RATE_LIMIT_OFF)
+
+    def _check_in_thread(self, request: Request, response: Response) -> None:
+        try:
+            self._check(request=request, response=response)
+        except RateLimitExceeded as exc:
+            raise self._too_many_requests(str(exc.detail), request.state.view_rate_limit) from None
+
+    def _too_many_requests(self, detail: str, view: tuple[RateLimitItem, list[str]]) -> APIError:
+        """The 429, with the headers slowapi writes on an admitted request."""
+        item, identifiers = view
+        stats = self.limiter.limiter.get_window_stats(item, *identifiers)
+        reset = 1 + stats.reset_time
+        headers = {
+            "x-ratelimit-limit": str(item.amount),
+            "x-ratelimit-remaining": str(stats.remaining),
+            "x-ratelimit-reset": str(reset),
+            # Never 0 or less: clients would spin.
+            "retry-after": str(max(1, int(reset - time.time()))),
+        }
+        return APIError(429, "rate_limited", f"rate limit exceeded: {detail}", headers)
 
 
-def too_many_requests(
-    limiter: Limiter, detail: str, view: tuple[RateLimitItem, list[str]] | None
-) -> Response:
-    response = with_limit_headers(
-        limiter, error_response(429, "rate_limited", f"rate limit exceeded: {detail}"), view
-    )
-    # slowapi computes seconds until reset; never send 0 or less, clients would spin.
-    try:
-        retry_after = int(response.headers.get("retry-after", "1"))
-    except ValueError:
-        retry_after = 1
-    response.headers["retry-after"] = str(max(1, retry_after))
-    return response
+def limited(scope: str) -> Callable[[Request, Response], Awaitable[ApiKey]]:
+    """A dependency: the request's key, admitted for ``scope`` and counted in its window."""
 
+    async def dependency(request: Request, response: Response) -> ApiKey:
+        key = await admit(request, scope)
+        limits: RateLimits = request.app.state.rate_limits
+        await limits.count(request, response)
+        return key
 
-async def rate_limit_exceeded(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RateLimitExceeded)
-    return too_many_requests(request.app.state.limiter, str(exc.detail), request.state.view_rate_limit)
+    return dependency

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Coroutine
+from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request, Response
-from slowapi import Limiter
 
-from services.common.disconnect import cancel_on_disconnect
+from services.common.disconnect import cancel_when, disconnected
 from services.common.errors import APIError
 from services.gateway.auth import check_collection, require_scope
 from services.gateway.keys import ApiKey, KeyStore
 from services.gateway.openapi import scoped
 from services.gateway.proxy import Reply, Upstream
-from services.gateway.rag_relay import finish, incoming, json_object, relay_query, relay_search
-from services.gateway.ratelimit import SHARED_SCOPE, per_key_limit
+from services.gateway.quota import Metering
+from services.gateway.ratelimit import limited
 from services.gateway.schemas import KeyCreate, KeyCreated, KeyInfo
+from services.gateway.usage import DoneEvents, tokens_in_body
+
+DEGRADED_HEADER = "x-quarry-degraded"
+_JSON = "application/json"
+# A cached answer is back sooner than this: only a slower call gets a watch on its client.
+_WATCH_AFTER_S = 0.005
 
 # (method, path, summary) of every ingest API route the gateway exposes (scope: ingest).
 INGEST_ROUTES = (
@@ -30,6 +38,44 @@ INGEST_ROUTES = (
 )
 
 
+async def _json_object(request: Request) -> tuple[bytes, dict[str, Any]]:
+    """The request body, raw and parsed; 400/422 unless it is one JSON object."""
+    body = await request.body()
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:  # bad UTF-8 and nesting past 1,024 levels included
+        raise APIError(400, "invalid_json", "request body is not valid JSON") from exc
+    if not isinstance(payload, dict):
+        raise APIError(422, "invalid_request", "request body must be a JSON object")
+    return body, payload
+
+
+def _collection_of(payload: dict[str, Any]) -> str:
+    # rag's default collection; a non-string is left for the upstream's validation to refuse.
+    value = payload.get("collection", "docs")
+    return value if isinstance(value, str) else "docs"
+
+
+async def _relay(request: Request, call: Coroutine[Any, Any, Reply]) -> Reply:
+    """The upstream ``call`` awaited; cancelled if the client leaves first."""
+    return await cancel_when(lambda: disconnected(request), call, watch_after_s=_WATCH_AFTER_S)
+
+
+def _finish(
+    response: Response, request: Request, limits: Response, tokens_left: int | None = None
+) -> Response:
+    """Adds the rate-limit headers, what the answer went without and the key's token quota."""
+    response.headers.update(limits.headers)
+    degraded: list[str] = request.state.degraded
+    key: ApiKey = request.state.api_key
+    if degraded:
+        response.headers[DEGRADED_HEADER] = ",".join(degraded)
+    if tokens_left is not None and key.daily_token_quota is not None:
+        response.headers["x-tokenquota-limit"] = str(key.daily_token_quota)
+        response.headers["x-tokenquota-remaining"] = str(tokens_left)
+    return response
+
+
 def _visible_collections(reply: Reply, key: ApiKey) -> bytes | None:
     """A collection list cut down to what the key may use (None: leave the body as is)."""
     payload = reply.json()
@@ -42,9 +88,8 @@ def _visible_collections(reply: Reply, key: ApiKey) -> bytes | None:
     return json.dumps(payload).encode()
 
 
-def build_router(limiter: Limiter) -> APIRouter:
+def build_router() -> APIRouter:
     router = APIRouter()
-    limit = limiter.shared_limit(per_key_limit, scope=SHARED_SCOPE)
 
     @router.post(
         "/v1/query",
@@ -53,16 +98,24 @@ def build_router(limiter: Limiter) -> APIRouter:
         "Uncached answers count their `usage.total_tokens` against the key's daily token quota.",
         openapi_extra=scoped("query"),
     )
-    @limit
-    async def query(request: Request, key: ApiKey = Depends(require_scope("query"))) -> Response:
-        return await relay_query(
-            await incoming(request),
-            key,
-            degraded=request.state.degraded,
-            tokens_used=request.state.tokens_used,
-            metering=request.app.state.metering,
-            rag=request.app.state.rag,
-        )
+    async def query(request: Request, limits: Response, key: ApiKey = Depends(limited("query"))) -> Response:
+        body, payload = await _json_object(request)
+        check_collection(key, _collection_of(payload))
+        metering: Metering = request.app.state.metering
+        tokens_left = await metering.remaining(key, request.state.degraded)
+        rag: Upstream = request.app.state.rag
+        reply = await _relay(request, rag.send("POST", "/v1/query", body=body, content_type=_JSON))
+        if reply.stream is None:
+            if reply.status == 200:
+                await metering.record(key, tokens_in_body(reply.content))
+            return _finish(reply.to_response(), request, limits, tokens_left)
+        done = DoneEvents()
+
+        async def record() -> None:
+            await metering.record(key, done.tokens)
+
+        response = reply.to_response(on_event=done.feed, on_end=record)
+        return _finish(response, request, limits, tokens_left)
 
     @router.post(
         "/v1/search",
@@ -70,37 +123,36 @@ def build_router(limiter: Limiter) -> APIRouter:
         description="Forwarded to rag: ranked chunks, no generation (no tokens counted).",
         openapi_extra=scoped("query"),
     )
-    @limit
-    async def search(request: Request, key: ApiKey = Depends(require_scope("query"))) -> Response:
-        return await relay_search(
-            await incoming(request), key, degraded=request.state.degraded, rag=request.app.state.rag
-        )
+    async def search(request: Request, limits: Response, key: ApiKey = Depends(limited("query"))) -> Response:
+        body, payload = await _json_object(request)
+        check_collection(key, _collection_of(payload))
+        rag: Upstream = request.app.state.rag
+        reply = await _relay(request, rag.send("POST", "/v1/search", body=body, content_type=_JSON))
+        return _finish(reply.to_response(), request, limits)
 
-    @limit
-    async def ingest(request: Request, key: ApiKey = Depends(require_scope("ingest"))) -> Response:
+    async def ingest(
+        request: Request, limits: Response, key: ApiKey = Depends(limited("ingest"))
+    ) -> Response:
         body = await request.body()
         collection = request.path_params.get("collection")
         if collection is None and request.method == "POST":  # create: the name is in the body
-            _, payload = await json_object(request)
+            _, payload = await _json_object(request)
             collection = str(payload.get("name", ""))
         if collection is not None:
             check_collection(key, collection)
         upstream: Upstream = request.app.state.ingest
-        reply = await cancel_on_disconnect(
-            request,
-            upstream.send(
-                request.method,
-                request.url.path,
-                body=body or None,
-                content_type=request.headers.get("content-type"),
-                params=request.url.query,
-            ),
+        sent = upstream.send(
+            request.method,
+            request.url.path,
+            body=body or None,
+            content_type=request.headers.get("content-type"),
+            params=request.url.query,
         )
+        reply = await _relay(request, sent)
         if "job_id" in request.path_params and reply.status == 200:
             job = reply.json()
             check_collection(key, str(job.get("collection")) if isinstance(job, dict) else "")
-        response = reply.to_response(content=_visible_collections(reply, key))
-        return finish(response, key, request.state.degraded)
+        return _finish(reply.to_response(content=_visible_collections(reply, key)), request, limits)
 
     for method, path, summary in INGEST_ROUTES:
         router.add_api_route(

@@ -1,18 +1,18 @@
-"""Calls to Redis under the gateway's failure policy.
+"""Calls to Redis under the gateway's failure policy, behind a purgatory circuit breaker.
 
-After a failure the gateway skips Redis for ``retry_s`` seconds, so requests stop
-paying its timeouts (the rate limiter's client is synchronous: a hung Redis would
-otherwise stall the event loop on every request). The first request after that
-window tries Redis again, so the gateway recovers by itself once Redis is back.
+One failure opens the breaker for ``retry_s`` seconds: requests then skip Redis at once
+instead of each waiting out its timeout. The first call after that tries Redis again
+(half-open) and a success closes the breaker, so the gateway recovers by itself.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
 from redis.exceptions import RedisError
 
 from services.common.errors import error_response
@@ -21,55 +21,45 @@ from services.common.logs import get_logger
 T = TypeVar("T")
 
 _log = get_logger(__name__)
+_CIRCUIT = "redis"
 
 
 class StoreUnavailable(Exception):
     """Redis failed or is being skipped; answered 503 unless the policy is fail-open."""
 
 
-class StoreBreaker:
-    def __init__(
-        self, retry_s: float, *, fail_open: bool, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.fail_open = fail_open
-        self._retry_s = retry_s
-        self._clock = clock
-        self._down_until = 0.0
-        self._down = False
+def _not_a_store_failure(exc: BaseException) -> bool:
+    # A refusal raised inside a call (a 429, a cancelled request) says nothing of Redis.
+    return not isinstance(exc, RedisError)
 
-    @property
-    def available(self) -> bool:
-        return self._clock() >= self._down_until
+
+class StoreBreaker:
+    def __init__(self, retry_s: float, *, fail_open: bool) -> None:
+        self.fail_open = fail_open
+        self._breakers = AsyncCircuitBreakerFactory(
+            default_threshold=1, default_ttl=retry_s, exclude=[(BaseException, _not_a_store_failure)]
+        )
+        self._breakers.add_listener(_log_recovery)
 
     async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
-        if not self.available:
-            raise StoreUnavailable
         try:
-            result = await operation()
-        except RedisError as exc:
-            self.failed(exc)
+            breaker = await self._breakers.get_breaker(_CIRCUIT)
+            async with breaker:
+                return await operation()
+        except OpenedState as exc:
             raise StoreUnavailable from exc
-        self.succeeded()
-        return result
-
-    def failed(self, exc: BaseException) -> None:
-        if not self._down:
+        except RedisError as exc:
             _log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}"[:300])
-        self._down = True
-        self._down_until = self._clock() + self._retry_s
-
-    def succeeded(self) -> None:
-        if self._down:
-            _log.info("redis_recovered")
-            self._down = False
-            self._down_until = 0.0
+            raise StoreUnavailable from exc
 
 
-def store_down_response(breaker: StoreBreaker, exc: Exception) -> JSONResponse:
-    """The 503 for a Redis failure; one raised outside ``breaker.run`` (by the rate limiter's
-    own client) is recorded in the breaker first."""
-    if isinstance(exc, RedisError):
-        breaker.failed(exc)
+def _log_recovery(name: str, kind: str, event: Any) -> None:
+    if kind == "state_changed" and event.state == "closed":
+        _log.info("redis_recovered")
+
+
+def store_down_response() -> JSONResponse:
+    """The 503 for Redis being unavailable."""
     return error_response(
         503,
         "auth_unavailable",

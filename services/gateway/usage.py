@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-
-_EVENT_END = b"\n\n"
+from httpx2 import ServerSentEvent
 
 
 def tokens_spent(answer: Any) -> int:
@@ -20,34 +19,19 @@ def tokens_spent(answer: Any) -> int:
     return total if isinstance(total, int) and total > 0 else 0
 
 
-def tokens_in_body(body: bytes) -> int:
+def tokens_in_body(body: bytes | str) -> int:
     try:
         return tokens_spent(orjson.loads(body))  # every answer is read: orjson's speed counts
     except orjson.JSONDecodeError:
         return 0
 
 
-class DoneEventTap:
-    """Watches an SSE byte stream for rag's final ``done`` event; the bytes pass on untouched.
-
-    Only the current, unfinished event is held, never the whole stream.
-    """
+class DoneEvents:
+    """Counts the tokens of rag's final ``done`` event, as a relayed stream's events pass."""
 
     def __init__(self) -> None:
-        self._pending = b""
         self.tokens = 0
 
-    def feed(self, chunk: bytes) -> None:
-        search_from = max(0, len(self._pending) - 1)  # a separator may straddle two chunks
-        self._pending += chunk
-        while (end := self._pending.find(_EVENT_END, search_from)) != -1:
-            self._inspect(self._pending[:end])
-            self._pending = self._pending[end + len(_EVENT_END) :]
-            search_from = 0
-
-    def _inspect(self, event: bytes) -> None:
-        lines = event.replace(b"\r\n", b"\n").split(b"\n")
-        if b"event: done" not in lines:
-            return
-        data = b"\n".join(line[5:].lstrip(b" ") for line in lines if line.startswith(b"data:"))
-        self.tokens += tokens_in_body(data)
+    def feed(self, event: ServerSentEvent) -> None:
+        if event.event == "done":
+            self.tokens += tokens_in_body(event.data)

@@ -77,9 +77,9 @@ async def test_a_client_that_leaves_mid_body_is_logged_499_by_the_gateway(
 ) -> None:
     key = await make_key({"query"})
     auth = f"authorization: Bearer {key}\r\n"
-    # A key this replica has not admitted yet takes the FastAPI routes...
+    # A key this replica has not seen yet...
     assert _leave_mid_body(suite, "gateway", "/v1/search", auth) == 499
     async with create_http2_client(suite.url("gateway")) as client:
         await client.post("/v1/search", json={"query": "x"}, headers={"authorization": f"Bearer {key}"})
-    # ...and one it has admitted, the express lane.
+    # ...and one it has admitted before.
     assert _leave_mid_body(suite, "gateway", "/v1/search", auth) == 499

@@ -1,18 +1,23 @@
-"""Pure logic of the gateway: key shapes, secret checks, the key cache, the Redis breaker, quotas, usage."""
+"""Pure logic of the gateway: key shapes, secret checks, bounded caches, the Redis breaker, quotas, usage."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import httpx2
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from services.common.errors import APIError
 from services.gateway.key_cache import KeyCache
 from services.gateway.keys import ApiKey, KeyStore, StoredKey, _digest, parse_key
+from services.gateway.proxy import URL_CACHE_SIZE, Upstream
 from services.gateway.quota import counter_key, seconds_until_reset
 from services.gateway.store_breaker import StoreBreaker, StoreUnavailable
-from services.gateway.usage import DoneEventTap, tokens_in_body
+from services.gateway.usage import DoneEvents, tokens_in_body
 
 KEY_ID = "0123456789abcdef"
 SECRET = "A" * 43
@@ -26,8 +31,8 @@ class Clock:
         return self.now
 
 
-def _stored(secret: str = SECRET, revoked: bool = False) -> StoredKey:
-    key = ApiKey(KEY_ID, "t", frozenset({"query"}), None, "5/minute", revoked=revoked)
+def _stored(secret: str = SECRET, revoked: bool = False, key_id: str = KEY_ID) -> StoredKey:
+    key = ApiKey(key_id, "t", frozenset({"query"}), None, "5/minute", revoked=revoked)
     return StoredKey(key, "salt", _digest("salt", secret))
 
 
@@ -106,9 +111,20 @@ def test_key_cache_never_keeps_a_revoked_key() -> None:
     assert cache.recent(KEY_ID) is None
 
 
+def test_key_cache_is_bounded_and_drops_the_least_recently_used_first() -> None:
+    cache = KeyCache(ttl_s=60, clock=Clock(), max_keys=3)
+    ids = [f"{n:016x}" for n in range(5)]
+    for key_id in ids[:3]:
+        cache.remember(_stored(key_id=key_id))
+    assert cache.recent(ids[0]) is not None  # now the most recently used
+    for key_id in ids[3:]:
+        cache.remember(_stored(key_id=key_id))
+    assert len(cache) == 3
+    assert [cache.recent(k) is not None for k in ids] == [True, False, False, True, True]
+
+
 async def test_breaker_skips_redis_after_a_failure_then_tries_again() -> None:
-    clock = Clock()
-    breaker = StoreBreaker(retry_s=1.0, fail_open=False, clock=clock)
+    breaker = StoreBreaker(retry_s=0.2, fail_open=False)
     calls = 0
 
     async def failing() -> int:
@@ -126,9 +142,25 @@ async def test_breaker_skips_redis_after_a_failure_then_tries_again() -> None:
     with pytest.raises(StoreUnavailable):
         await breaker.run(working)  # skipped: Redis just failed
     assert calls == 1
-    clock.now += 1.0
+    await asyncio.sleep(0.25)
     assert await breaker.run(working) == 7
-    assert breaker.available
+    assert await breaker.run(working) == 7
+    assert calls == 3
+
+
+async def test_breaker_counts_only_redis_failures() -> None:
+    breaker = StoreBreaker(retry_s=60, fail_open=False)
+
+    async def refused() -> int:
+        raise APIError(429, "rate_limited", "over")
+
+    async def working() -> int:
+        return 7
+
+    for _ in range(3):
+        with pytest.raises(APIError):
+            await breaker.run(refused)
+    assert await breaker.run(working) == 7
 
 
 def test_quota_counter_rolls_over_at_utc_midnight() -> None:
@@ -144,17 +176,28 @@ def _sse(event: str, data: dict[str, object]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def test_done_event_tokens_are_read_across_any_chunking() -> None:
+async def test_done_event_tokens_are_read_across_any_chunking() -> None:
     stream = (
         _sse("sources", {"sources": []})
         + _sse("token", {"text": "event: done"})
         + _sse("done", {"cached": False, "usage": {"total_tokens": 42}})
     )
     for size in (1, 2, 7, len(stream)):
-        tap = DoneEventTap()
-        for start in range(0, len(stream), size):
-            tap.feed(stream[start : start + size])
-        assert tap.tokens == 42, size
+
+        async def chunks(size: int = size) -> AsyncIterator[bytes]:
+            for start in range(0, len(stream), size):
+                yield stream[start : start + size]
+
+        response = httpx2.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            content=chunks(),
+            request=httpx2.Request("POST", "http://rag/v1/query"),
+        )
+        done = DoneEvents()
+        async for event in httpx2.EventSource(response):
+            done.feed(event)
+        assert done.tokens == 42, size
 
 
 @pytest.mark.parametrize(
@@ -170,3 +213,12 @@ def test_done_event_tokens_are_read_across_any_chunking() -> None:
 )
 def test_tokens_in_a_json_answer(body: bytes, tokens: int) -> None:
     assert tokens_in_body(body) == tokens
+
+
+def test_upstream_urls_are_parsed_once_per_path_and_the_cache_is_bounded() -> None:
+    upstream = Upstream("rag", "http://rag:8103/", read_timeout_s=1, deadline_s=1)
+    assert str(upstream._url("/v1/query")) == "http://rag:8103/v1/query"
+    assert upstream._url("/v1/query") is upstream._url("/v1/query")
+    for n in range(2 * URL_CACHE_SIZE):  # paths carry client input: collection names, doc ids
+        upstream._url(f"/v1/collections/c{n}/documents")
+    assert upstream._url.cache_info().currsize <= URL_CACHE_SIZE
