@@ -79,7 +79,7 @@ async def _check(grounding: Grounding, evidence: Evidence, text: str, cited: tup
         "The gateway listens on port 8102 by default.",  # the wrong port
         "The embedder serves on port 8102.",
         "The embedder service runs on port 8102, which is a server-to-server connection to the LLM.",
-        "The gateway forwards questions to the LLM service over HTTP/2.",  # the wrong service
+        "The gateway forwards questions to the LLM service over HTTP/1.1.",  # the wrong service
         "On a CPU the LLM service runs SmolLM2-360M-Instruct in GGUF format.",  # the wrong model
         "The embedder runs the all-mpnet-base-v2 sentence-transformers model.",
         "The embedder produces vectors of 768 dimensions.",  # the wrong number
