@@ -20,6 +20,13 @@ from services.rag.answer.answer_type import expected_form, fits
         ("Which version of Milvus is required?", "Milvus Lite listens on port 19539.", False),
         ("Which version of Milvus is required?", "Quarry needs Milvus 2.4 or later.", True),
         ("What version of the API is this?", "This is the v1 API.", True),
+        # A model or a chip is asked for by name.
+        ("What GPU model is required?", "The LLM is scaled on GPU nodes.", False),
+        ("What GPU model is required?", "It needs an H100.", True),
+        ("Which model does the embedder use?", "It runs all-MiniLM-L6-v2.", True),
+        ("Which model does the embedder use?", "It runs a small sentence model.", False),
+        ("What CPU is required to run the LLM?", "A CPU with AVX2 runs llama.cpp.", True),
+        ("What CPU is required to run the LLM?", "On a CPU it runs llama.cpp.", False),
     ],
 )
 def test_a_question_asking_for_a_number_needs_one(question: str, answer: str, fit: bool) -> None:
@@ -28,7 +35,12 @@ def test_a_question_asking_for_a_number_needs_one(question: str, answer: str, fi
 
 @pytest.mark.parametrize(
     "question",
-    ["What does the gateway do?", "Which model does the embedder use?", "How are keys stored?"],
+    [
+        "What does the gateway do?",
+        "How are keys stored?",
+        "Which model's tokens measure a chunk?",
+        "What file format is the CPU model stored in?",
+    ],
 )
 def test_other_questions_take_any_answer(question: str) -> None:
     assert expected_form(question) is None

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from services.rag.config import RagSettings
 
 # Bumped whenever the rules change, so cached answers checked by older rules are not served.
-RULES_VERSION: Final = 16
+RULES_VERSION: Final = 17
 _MARKER_RE: Final = re.compile(r"\s*\[(\d{1,3})\]")
 _MIN_WORDS: Final = 4
 _SPACED_PUNCTUATION_RE: Final = re.compile(r"\s+([,.;:!?])")
