@@ -85,24 +85,27 @@ class Gatekeeper:
         return Pass(stored.key, without_redis=False)
 
 
-async def admit(request: Request, scope: str) -> ApiKey:
-    """The request's key, if it has ``scope``; what it was admitted with goes to ``request.state``."""
+async def admit(request: Request, scope: str, *alternatives: str) -> ApiKey:
+    """The request's key, if it has ``scope`` (or one of ``alternatives``); what it was admitted
+    with goes to ``request.state``."""
     gatekeeper: Gatekeeper = request.app.state.gatekeeper
     admitted = await gatekeeper.authenticate(_bearer(request))
     key = admitted.key
-    if scope not in key.scopes:
-        raise APIError(403, "insufficient_scope", f"this key lacks the {scope!r} scope")
+    wanted = (scope, *alternatives)
+    if key.scopes.isdisjoint(wanted):
+        names = " or ".join(repr(s) for s in wanted)
+        raise APIError(403, "insufficient_scope", f"this key lacks the {names} scope")
     request.state.api_key = key
     request.state.degraded = list(DEGRADED_WITHOUT_REDIS) if admitted.without_redis else []
     current_rate_limit.set(key.rate_limit)
     return key
 
 
-def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
-    """A dependency: the request's key, if it has ``scope``."""
+def require_scope(scope: str, *alternatives: str) -> Callable[[Request], Awaitable[ApiKey]]:
+    """A dependency: the request's key, if it has ``scope`` or one of ``alternatives``."""
 
     async def dependency(request: Request) -> ApiKey:
-        return await admit(request, scope)
+        return await admit(request, scope, *alternatives)
 
     return dependency
 
