@@ -15,6 +15,8 @@ from starlette.types import Scope
 
 from services.common.health import ReadinessCheck
 from services.common.wiring import wire_service
+from services.console.config import ConsoleSettings
+from services.console.mount import mount_console
 from services.gateway.auth import Gatekeeper
 from services.gateway.body_limit import BodyLimitMiddleware
 from services.gateway.config import GatewaySettings
@@ -36,7 +38,7 @@ async def _store_down(_: Request, __: Exception) -> JSONResponse:
     return store_down_response()
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+def create_app(settings: GatewaySettings | None = None, console: ConsoleSettings | None = None) -> FastAPI:
     """The gateway's FastAPI app (an ASGI factory: Granian calls it with no arguments)."""
     settings = settings or GatewaySettings()
     fail_open = settings.redis_failure_policy == "open"
@@ -80,6 +82,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.ingest = upstreams["ingest"]
     app.state.status_board = status_board
     app.include_router(build_router())
+    # Its own package: pages on the public API above, apart from the proxy's routes.
+    mount_console(app, redis, console)
     install_openapi(app)
 
     # Fail-open serves without Redis, so Redis down must not take this replica out of rotation.
