@@ -200,7 +200,8 @@ def build_pages_router() -> APIRouter:
         listed = await api.call("GET", "/v1/jobs", params=params)
         context = {
             "listed": listed,
-            "collections": await _collection_names(api, who),
+            # A poll (htmx) redraws the table only: no picker to fill, one API call per poll.
+            "collections": [] if is_htmx(request) else await _collection_names(api, who),
             "collection": collection,
             "state": state,
             "states": _JOB_STATES,
