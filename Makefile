@@ -8,6 +8,9 @@ PIP := $(PY) -m pip
 LLAMA_CFLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(LLAMA_CFLAGS)" -DCMAKE_CXX_FLAGS="$(LLAMA_CFLAGS)"
 
+# Playwright (the console's browser tests) drives the system's Chromium; it must never fetch its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+
 .PHONY: install run test lint bench clean chaos fuzz load load-deps soak compose-env
 
 install: $(VENV)/.installed

@@ -20,6 +20,10 @@ from ingest.indexer import STATUSES, DocOutcome, IngestReport
 JobState = Literal["queued", "running", "completed", "failed"]
 
 _PREFIX = "quarry:ingest:job:"
+# Every job id, scored by its creation time: the list view reads it newest first.
+_INDEX = "quarry:ingest:jobs"
+# Most recent jobs a list looks through (filters apply within them): bounds one request's work.
+LIST_WINDOW = 5000
 
 
 _JOB_ID = re.compile(r"job_[0-9a-f]{24}")
@@ -105,6 +109,7 @@ class JobStore:
             # Unfinished jobs expire too, so an abandoned queue cannot fill Redis for ever.
             pipe.expire(meta, self._ttl_s)
             pipe.expire(inputs_key, self._ttl_s)
+            pipe.zadd(_INDEX, {job_id: time.time()})
             await pipe.execute()
         return job_id
 
@@ -188,6 +193,32 @@ class JobStore:
             error=fields.get("error", ""),
             report=report,
         )
+
+    async def list(
+        self, collections: list[str] | None, state: str | None, offset: int, limit: int
+    ) -> tuple[list[JobView], int]:
+        """Jobs newest first, filtered by collection and state; the page and how many matched.
+
+        Filters look at the ``LIST_WINDOW`` newest jobs only, so one request reads a bounded
+        number of records however many jobs Redis keeps.
+        """
+        # Index entries outlive their expired records by at most the TTL: drop those first.
+        await self._redis.zremrangebyscore(_INDEX, 0, time.time() - self._ttl_s)
+        ids = [i.decode() for i in await self._redis.zrevrange(_INDEX, 0, LIST_WINDOW - 1)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(self._keys(job_id)[0], "collection", "state")
+            rows = await pipe.execute() if ids else []
+        wanted = set(collections) if collections is not None else None
+        matched = [
+            job_id
+            for job_id, (collection, job_state) in zip(ids, rows, strict=True)
+            if collection is not None
+            and (wanted is None or collection.decode() in wanted)
+            and (state is None or job_state.decode() == state)
+        ]
+        views = [await self.get(job_id) for job_id in matched[offset : offset + limit]]
+        return [v for v in views if v is not None], len(matched)
 
 
 def _decoded(number: int, raw: bytes) -> JobInput:

@@ -175,6 +175,9 @@ class ChunkStore:
         ]
         return sorted(docs, key=lambda d: d.doc_id)
 
+    async def count_documents(self, collection: str) -> int:
+        return await self.count(collection, f"{vs.CHUNK_INDEX} == 0")  # one chunk 0 per document
+
     async def all_doc_ids(self, collection: str) -> set[str]:
         def collect() -> set[str]:
             # An iterator, because offset + limit may not pass the query window.
@@ -209,8 +212,8 @@ class ChunkStore:
         before a flush and 35 ms after, BM25 850 ms and 200 ms."""
         await self._run("flush", collection)
 
-    async def count(self, collection: str) -> int:
-        rows = await self._query(collection, "", ["count(*)"])
+    async def count(self, collection: str, expr: str = "") -> int:
+        rows = await self._query(collection, expr, ["count(*)"])
         return int(rows[0]["count(*)"])
 
     def close(self) -> None:

@@ -15,6 +15,8 @@ from ingest.api.schemas import (
     DocumentList,
     DocumentsRequest,
     JobAccepted,
+    JobList,
+    JobState,
     JobStatus,
 )
 from ingest.api.serving import IngestService
@@ -100,6 +102,17 @@ async def delete_document(
 ) -> Deleted:
     await service.delete_document(collection, doc_id)
     return Deleted(deleted=doc_id)
+
+
+@router.get("/jobs", response_model=JobList)
+async def list_jobs(
+    collection: list[str] | None = Query(None, description="Repeatable: jobs of any of these collections."),
+    state: JobState | None = Query(None),
+    offset: int = Query(0, ge=0, le=_MAX_OFFSET),
+    limit: int = Query(50, ge=1, le=500),
+    service: IngestService = Depends(get_service),
+) -> JobList:
+    return await service.list_jobs(collection, state, offset, limit)
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus)

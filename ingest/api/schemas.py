@@ -22,6 +22,8 @@ class CollectionInfo(BaseModel):
     chunk_tokens: int
     chunk_overlap_tokens: int
     generation: int
+    documents: int = Field(description="Documents stored now.")
+    chunks: int = Field(description="Chunks stored now.")
 
 
 class CollectionList(BaseModel):
@@ -43,6 +45,9 @@ class JobAccepted(BaseModel):
     status_url: str
 
 
+JobState = Literal["queued", "running", "completed", "failed"]
+
+
 class JobCounts(BaseModel):
     added: int
     updated: int
@@ -60,7 +65,7 @@ class DocumentError(BaseModel):
 class JobStatus(BaseModel):
     job_id: str
     collection: str
-    state: Literal["queued", "running", "completed", "failed"]
+    state: JobState
     inputs: int
     attempts: int
     documents_done: int
@@ -71,6 +76,13 @@ class JobStatus(BaseModel):
     created_at: float
     started_at: float | None
     finished_at: float | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus] = Field(description="Newest first.")
+    offset: int
+    limit: int
+    total: int = Field(description="Jobs matching the filters (among the most recent 5,000).")
 
 
 class StoredDocumentInfo(BaseModel):

@@ -16,12 +16,13 @@ from ingest.api.schemas import (
     DocumentError,
     DocumentList,
     JobCounts,
+    JobList,
     JobStatus,
     StoredDocumentInfo,
 )
 from ingest.collections import CollectionConfig, valid_collection_name
 from ingest.doc_ids import InvalidDocId, check_doc_id
-from ingest.jobs import JobInput
+from ingest.jobs import JobInput, JobView
 from ingest.queue import enqueue_ingest
 from ingest.resources import IngestResources
 from services.common.corpus_generation import bump_generation, current_generation
@@ -80,6 +81,8 @@ class IngestService:
             chunk_tokens=config.chunk_tokens,
             chunk_overlap_tokens=config.chunk_overlap_tokens,
             generation=await current_generation(self._res.redis, name),
+            documents=await self._res.store.count_documents(name),
+            chunks=await self._res.store.count(name),
         )
 
     async def _require(self, collection: str) -> None:
@@ -176,29 +179,13 @@ class IngestService:
         view = await _guarded(self._res.jobs.get(job_id))
         if view is None:
             raise APIError(404, "job_not_found", f"no job {job_id!r} (finished jobs are kept for a while)")
-        r = view.report
-        return JobStatus(
-            job_id=view.job_id,
-            collection=view.collection,
-            state=view.state,
-            inputs=view.inputs,
-            attempts=view.attempts,
-            documents_done=r.added + r.updated + r.unchanged + r.failed,
-            counts=JobCounts(
-                added=r.added,
-                updated=r.updated,
-                unchanged=r.unchanged,
-                deleted=r.deleted,
-                failed=r.failed,
-                chunks=r.chunks,
-            ),
-            errors=[DocumentError(doc_id=d, error=e) for d, e in sorted(r.errors.items())],
-            warnings=r.warnings,
-            error=view.error,
-            created_at=view.created_at,
-            started_at=view.started_at,
-            finished_at=view.finished_at,
-        )
+        return _job_status(view)
+
+    async def list_jobs(
+        self, collections: list[str] | None, state: str | None, offset: int, limit: int
+    ) -> JobList:
+        views, total = await _guarded(self._res.jobs.list(collections, state, offset, limit))
+        return JobList(jobs=[_job_status(v) for v in views], offset=offset, limit=limit, total=total)
 
     async def list_documents(self, collection: str, offset: int, limit: int) -> DocumentList:
         await self._require(collection)
@@ -224,3 +211,29 @@ class IngestService:
         await self._require(collection)
         if not await _guarded(self._res.indexer.delete(collection, doc_id)):
             raise APIError(404, "document_not_found", f"no document {doc_id!r} in {collection!r}")
+
+
+def _job_status(view: JobView) -> JobStatus:
+    r = view.report
+    return JobStatus(
+        job_id=view.job_id,
+        collection=view.collection,
+        state=view.state,
+        inputs=view.inputs,
+        attempts=view.attempts,
+        documents_done=r.added + r.updated + r.unchanged + r.failed,
+        counts=JobCounts(
+            added=r.added,
+            updated=r.updated,
+            unchanged=r.unchanged,
+            deleted=r.deleted,
+            failed=r.failed,
+            chunks=r.chunks,
+        ),
+        errors=[DocumentError(doc_id=d, error=e) for d, e in sorted(r.errors.items())],
+        warnings=r.warnings,
+        error=view.error,
+        created_at=view.created_at,
+        started_at=view.started_at,
+        finished_at=view.finished_at,
+    )

@@ -22,6 +22,7 @@ from services.cli.api_key import DEFAULT_DATA_DIR, DEV_KEY_FILE, api_key
 from services.cli.eval import eval_command
 from services.cli.keys import keys_app
 from services.cli.suite import Child, Suite, SuiteError
+from services.gateway.keys import SCOPES
 
 app = typer.Typer(help="Quarry: a RAG microservice suite.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -89,7 +90,7 @@ def _dev_key(data_dir: Path, redis_url: str) -> str:
                 existing = path.read_text().strip()
                 if await store.verify(existing) is not None:
                     return existing
-            secret, _ = await store.create("dev", {"query", "ingest", "admin"}, None, "600/minute")
+            secret, _ = await store.create("dev", set(SCOPES), None, "600/minute")
             path.write_text(secret + "\n")
             path.chmod(0o600)
             return secret
@@ -142,6 +143,7 @@ def up(
     table.add_row("redis", REDIS_URL)
     console.print(table)
     console.print(f"dev API key (also in {data_dir / DEV_KEY_FILE}): [bold]{key}[/bold]")
+    console.print(f"web console (sign in with that key): [bold]{suite.url('gateway')}/console[/bold]")
     if ask_first:
         console.print(f"\n[bold]Q:[/bold] {ask_first}")
         _print_answer(suite.url("gateway"), key, ask_first, collection, top_k=3)

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic_settings import BaseSettings
 
 from ingest.config import IngestSettings
+from services.console.config import ConsoleSettings
 from services.embedder.config import EmbedderSettings
 from services.gateway.config import GatewaySettings
 from services.llm.config import LLMSettings
@@ -15,6 +16,7 @@ from services.rag.config import RagSettings
 
 SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     GatewaySettings,
+    ConsoleSettings,
     RagSettings,
     EmbedderSettings,
     LLMSettings,

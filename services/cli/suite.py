@@ -158,6 +158,8 @@ class Suite:
             "QUARRY_GATEWAY_PORT": str(p.gateway),
             "QUARRY_GATEWAY_RAG_URL": self.url("rag"),
             "QUARRY_GATEWAY_REDIS_URL": self.redis_url,
+            "QUARRY_GATEWAY_EMBEDDER_URL": self.url("embedder"),
+            "QUARRY_GATEWAY_LLM_URL": self.url("llm"),
             "QUARRY_INGEST_MILVUS_URI": self.milvus_uri,
             "QUARRY_INGEST_REDIS_URL": self.redis_url,
             "QUARRY_INGEST_EMBEDDER_URL": self.url("embedder"),

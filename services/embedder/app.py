@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -89,6 +90,8 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Quarry embedder", lifespan=lifespan)
     app.state.startup = startup
+    app.state.model_name = settings.model_name
+    app.state.started_at = int(time.time())
     app.include_router(router)
     wire_service(app, service="embedder", settings=settings, readiness={"model": model_ready})
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from services.common.errors import APIError
-from services.embedder.schemas import EmbeddingRequest, EmbeddingResponse
+from services.embedder.schemas import EmbeddingRequest, EmbeddingResponse, ModelCard, ModelList
 from services.embedder.serving import EmbeddingService
 
 router = APIRouter()
@@ -25,3 +25,18 @@ async def create_embeddings(
     body: EmbeddingRequest, service: EmbeddingService = Depends(get_service)
 ) -> EmbeddingResponse:
     return await service.embed(body)
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    """The one model served, in OpenAI's shape; listed while it loads too (its name is known)."""
+    service: EmbeddingService | None = request.app.state.startup.service
+    return ModelList(
+        data=[
+            ModelCard(
+                id=request.app.state.model_name,
+                created=request.app.state.started_at,
+                dimensions=None if service is None else service.model.dimensions,
+            )
+        ]
+    )

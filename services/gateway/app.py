@@ -15,6 +15,8 @@ from starlette.types import Scope
 
 from services.common.health import ReadinessCheck
 from services.common.wiring import wire_service
+from services.console.config import ConsoleSettings
+from services.console.mount import mount_console
 from services.gateway.auth import Gatekeeper
 from services.gateway.body_limit import BodyLimitMiddleware
 from services.gateway.config import GatewaySettings
@@ -26,6 +28,7 @@ from services.gateway.quota import Metering, TokenQuota
 from services.gateway.ratelimit import RateLimits, redis_options
 from services.gateway.routes import build_router
 from services.gateway.store_breaker import StoreBreaker, StoreUnavailable, store_down_response
+from services.gateway.suite_status import StatusBoard
 
 _UPLOAD_PATH = re.compile(r"^/v1/collections/[^/]+/documents$")
 _REDIS_TIMEOUT_S = 1.0
@@ -35,7 +38,7 @@ async def _store_down(_: Request, __: Exception) -> JSONResponse:
     return store_down_response()
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+def create_app(settings: GatewaySettings | None = None, console: ConsoleSettings | None = None) -> FastAPI:
     """The gateway's FastAPI app (an ASGI factory: Granian calls it with no arguments)."""
     settings = settings or GatewaySettings()
     fail_open = settings.redis_failure_policy == "open"
@@ -49,9 +52,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         for name, url in (("rag", settings.rag_url), ("ingest", settings.ingest_url))
     }
 
+    async def redis_ready() -> None:
+        await redis.ping()
+
+    status_board = StatusBoard(
+        {
+            "rag": settings.rag_url,
+            "ingest": settings.ingest_url,
+            "embedder": settings.embedder_url,
+            "llm": settings.llm_url,
+        },
+        redis_ready,
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with upstreams["rag"], upstreams["ingest"]:
+        async with upstreams["rag"], upstreams["ingest"], status_board:
             try:
                 yield
             finally:
@@ -64,11 +80,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.metering = Metering(TokenQuota(redis), breaker)
     app.state.rag = upstreams["rag"]
     app.state.ingest = upstreams["ingest"]
+    app.state.status_board = status_board
     app.include_router(build_router())
+    # Its own package: pages on the public API above, apart from the proxy's routes.
+    mount_console(app, redis, console)
     install_openapi(app)
-
-    async def redis_ready() -> None:
-        await redis.ping()
 
     # Fail-open serves without Redis, so Redis down must not take this replica out of rotation.
     readiness: dict[str, ReadinessCheck] = {"rag": upstreams["rag"].ready}

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from services.common.errors import APIError
+from services.console.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, Session, SessionStore
 from services.gateway.key_cache import KeyCache
 from services.gateway.keys import ApiKey, KeyStore, parse_key
 from services.gateway.store_breaker import StoreBreaker, StoreUnavailable
@@ -59,6 +60,10 @@ class Gatekeeper:
         self._cache = cache
         self._breaker = breaker
 
+    @property
+    def breaker(self) -> StoreBreaker:
+        return self._breaker
+
     async def authenticate(self, presented: str) -> Pass:
         parsed = parse_key(presented)
         if parsed is None:
@@ -84,25 +89,64 @@ class Gatekeeper:
         self._cache.remember(stored)
         return Pass(stored.key, without_redis=False)
 
+    async def by_id(self, key_id: str) -> Pass:
+        """The key a console session was opened with, if it still stands (not revoked).
 
-async def admit(request: Request, scope: str) -> ApiKey:
-    """The request's key, if it has ``scope``; what it was admitted with goes to ``request.state``."""
+        No last-known-good fallback: a session is read from Redis, so it needs Redis anyway.
+        """
+        stored = await self._breaker.run(lambda: self._store.lookup(key_id))
+        if stored is None or stored.key.revoked:
+            raise _invalid_key()
+        return Pass(stored.key, without_redis=False)
+
+
+async def session_of(request: Request) -> Session | None:
+    """The console session the request's cookie names; None without a cookie or a live session."""
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if not session_id:
+        return None
+    sessions: SessionStore = request.app.state.console_sessions
+    breaker: StoreBreaker = request.app.state.gatekeeper.breaker
+    return await breaker.run(lambda: sessions.get(session_id))
+
+
+async def _by_session(request: Request) -> Pass:
+    """A console request: its session's key, and the session's CSRF token on any change."""
+    session = await session_of(request)
+    if session is None:
+        raise APIError(401, "session_expired", "the console session has ended: sign in again")
+    if request.method not in SAFE_METHODS and not session.csrf_matches(request.headers.get(CSRF_HEADER)):
+        raise APIError(403, "csrf_failed", f"missing or wrong {CSRF_HEADER} header for this session")
     gatekeeper: Gatekeeper = request.app.state.gatekeeper
-    admitted = await gatekeeper.authenticate(_bearer(request))
+    return await gatekeeper.by_id(session.key_id)
+
+
+async def admit(request: Request, scope: str, *alternatives: str) -> ApiKey:
+    """The request's key, if it has ``scope`` (or one of ``alternatives``); what it was admitted
+    with goes to ``request.state``."""
+    gatekeeper: Gatekeeper = request.app.state.gatekeeper
+    # A bearer key wins; without one, a console session cookie may stand in for it.
+    console_on = request.app.state.console_sessions is not None
+    if console_on and "authorization" not in request.headers and SESSION_COOKIE in request.cookies:
+        admitted = await _by_session(request)
+    else:
+        admitted = await gatekeeper.authenticate(_bearer(request))
     key = admitted.key
-    if scope not in key.scopes:
-        raise APIError(403, "insufficient_scope", f"this key lacks the {scope!r} scope")
+    wanted = (scope, *alternatives)
+    if key.scopes.isdisjoint(wanted):
+        names = " or ".join(repr(s) for s in wanted)
+        raise APIError(403, "insufficient_scope", f"this key lacks the {names} scope")
     request.state.api_key = key
     request.state.degraded = list(DEGRADED_WITHOUT_REDIS) if admitted.without_redis else []
     current_rate_limit.set(key.rate_limit)
     return key
 
 
-def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
-    """A dependency: the request's key, if it has ``scope``."""
+def require_scope(scope: str, *alternatives: str) -> Callable[[Request], Awaitable[ApiKey]]:
+    """A dependency: the request's key, if it has ``scope`` or one of ``alternatives``."""
 
     async def dependency(request: Request) -> ApiKey:
-        return await admit(request, scope)
+        return await admit(request, scope, *alternatives)
 
     return dependency
 

@@ -16,8 +16,12 @@ class GatewaySettings(ServiceSettings):
     ingest_url: str = Field(
         "http://127.0.0.1:8105", description="Ingest API (/v1/collections/**, /v1/jobs/**)."
     )
+    embedder_url: str = Field(
+        "", description="Embedder, probed for GET /v1/status only (empty: not shown; rag's checks cover it)."
+    )
+    llm_url: str = Field("", description="LLM service, probed for GET /v1/status only (empty: not shown).")
     redis_url: str = Field(
-        "redis://127.0.0.1:6379/0", description="Keys, rate-limit windows and token quotas."
+        "redis://127.0.0.1:6379/0", description="Keys, rate-limit windows, token quotas, console sessions."
     )
     redis_failure_policy: Literal["closed", "open"] = Field(
         "closed",

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-SCOPES = frozenset({"query", "ingest", "admin"})
+# ops: the suite's status only (GET /v1/status), for those who watch services, not data.
+SCOPES = frozenset({"query", "ingest", "admin", "ops"})
 RATE_LIMIT_PATTERN = r"^\d{1,7}\s*/\s*(second|minute|hour|day)$"
 _KEY_RE = re.compile(r"^qk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _RATE_LIMIT_RE = re.compile(RATE_LIMIT_PATTERN)

@@ -12,16 +12,20 @@ SECURITY_SCHEME = "apiKey"
 _DESCRIPTION = """The one public door of Quarry.
 
 Send `Authorization: Bearer qk_<id>_<secret>`. Each key has scopes (`query`, `ingest`,
-`admin`), the collections it may use, a rate limit and an optional daily token quota.
+`admin`, `ops`), the collections it may use, a rate limit and an optional daily token quota.
 Each operation lists the scope it needs under *security*. Errors are always
 `{"error": {"code", "message", "request_id"}}`. Responses carry `X-RateLimit-Limit`,
 `X-RateLimit-Remaining` and `X-RateLimit-Reset`; a 429 also carries `Retry-After`.
 """
 
 
-def scoped(scope: str) -> dict[str, Any]:
-    """``openapi_extra`` for a route that needs ``scope``."""
-    return {"security": [{SECURITY_SCHEME: [scope]}], "x-quarry-scope": scope}
+def scoped(scope: str, *alternatives: str) -> dict[str, Any]:
+    """``openapi_extra`` for a route that needs ``scope`` (or any of ``alternatives``)."""
+    scopes = (scope, *alternatives)
+    return {
+        "security": [{SECURITY_SCHEME: [s]} for s in scopes],  # a list of requirements: any one of them
+        "x-quarry-scope": " | ".join(scopes),
+    }
 
 
 def install_openapi(app: FastAPI) -> None:

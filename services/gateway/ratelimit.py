@@ -102,11 +102,12 @@ class RateLimits:
         return APIError(429, "rate_limited", f"rate limit exceeded: {detail}", headers)
 
 
-def limited(scope: str) -> Callable[[Request, Response], Awaitable[ApiKey]]:
-    """A dependency: the request's key, admitted for ``scope`` and counted in its window."""
+def limited(scope: str, *alternatives: str) -> Callable[[Request, Response], Awaitable[ApiKey]]:
+    """A dependency: the request's key, admitted for ``scope`` (or one of ``alternatives``) and
+    counted in its window."""
 
     async def dependency(request: Request, response: Response) -> ApiKey:
-        key = await admit(request, scope)
+        key = await admit(request, scope, *alternatives)
         limits: RateLimits = request.app.state.rate_limits
         await limits.count(request, response)
         return key

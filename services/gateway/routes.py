@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Coroutine
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
@@ -18,6 +19,7 @@ from services.gateway.proxy import Reply, Upstream
 from services.gateway.quota import Metering
 from services.gateway.ratelimit import limited
 from services.gateway.schemas import KeyCreate, KeyCreated, KeyInfo
+from services.gateway.suite_status import StatusBoard
 from services.gateway.usage import DoneEvents, tokens_in_body
 
 DEGRADED_HEADER = "x-quarry-degraded"
@@ -34,6 +36,7 @@ INGEST_ROUTES = (
     ("POST", "/v1/collections/{collection}/documents", "Add documents (multipart files or JSON records)"),
     ("GET", "/v1/collections/{collection}/documents", "List a collection's documents"),
     ("DELETE", "/v1/collections/{collection}/documents/{doc_id:path}", "Delete a document"),
+    ("GET", "/v1/jobs", "List ingest jobs (filters: collection, repeatable; state)"),
     ("GET", "/v1/jobs/{job_id}", "Follow an ingest job"),
 )
 
@@ -88,6 +91,21 @@ def _visible_collections(reply: Reply, key: ApiKey) -> bytes | None:
     return json.dumps(payload).encode()
 
 
+def _job_filters(request: Request, key: ApiKey) -> str:
+    """The job list's query, its collections held to the key's: a key limited to some collections
+    asking for none gets the jobs of all of its own, so pages stay whole (no filtering after)."""
+    named = request.query_params.getlist("collection")
+    for collection in named:
+        check_collection(key, collection)
+    if named or key.collections is None:
+        return request.url.query
+    others = [(k, v) for k, v in request.query_params.multi_items() if k != "collection"]
+    # A key with no collections at all asks for one no collection can be named (names start
+    # with a letter or _), so the list comes back empty.
+    mine = sorted(key.collections) or ["-"]
+    return urlencode(others + [("collection", c) for c in mine])
+
+
 def build_router() -> APIRouter:
     router = APIRouter()
 
@@ -140,13 +158,16 @@ def build_router() -> APIRouter:
             collection = str(payload.get("name", ""))
         if collection is not None:
             check_collection(key, collection)
+        params = request.url.query
+        if request.url.path == "/v1/jobs":
+            params = _job_filters(request, key)
         upstream: Upstream = request.app.state.ingest
         sent = upstream.send(
             request.method,
             request.url.path,
             body=body or None,
             content_type=request.headers.get("content-type"),
-            params=request.url.query,
+            params=params,
         )
         reply = await _relay(request, sent)
         if "job_id" in request.path_params and reply.status == 200:
@@ -164,6 +185,20 @@ def build_router() -> APIRouter:
             openapi_extra=scoped("ingest"),
             response_model=None,
         )
+
+    @router.get(
+        "/v1/status",
+        summary="Every service's readiness (scope: admin or ops)",
+        description="Each service's own /health/ready, probed now with a short timeout; `status` is "
+        "`ready` only when every service is.",
+        openapi_extra=scoped("admin", "ops"),
+    )
+    async def suite_status(
+        request: Request, limits: Response, key: ApiKey = Depends(limited("admin", "ops"))
+    ) -> Response:
+        board: StatusBoard = request.app.state.status_board
+        response = Response(orjson.dumps(await board.report()), media_type=_JSON)
+        return _finish(response, request, limits)
 
     @router.post(
         "/v1/keys",

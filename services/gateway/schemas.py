@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
-    scopes: list[Literal["query", "ingest", "admin"]] = Field(min_length=1)
+    scopes: list[Literal["query", "ingest", "admin", "ops"]] = Field(min_length=1)
     collections: list[str] | None = None
     rate_limit: str = Field(default="60/minute", pattern=r"^\d{1,7}\s*/\s*(second|minute|hour|day)$")
     daily_token_quota: int | None = Field(default=None, ge=1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -13,18 +12,9 @@ from services.cli.suite import Suite
 from services.gateway.keys import KeyStore
 from services.gateway.quota import TokenQuota
 from tests.conftest import KeyFactory
+from tests.integration.conftest import bearer as _auth
 
 QUESTION = "What HTTP status does a client over its rate limit receive?"
-
-
-@pytest.fixture
-async def gateway(suite: Suite) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=suite.url("gateway"), timeout=120) as client:
-        yield client
-
-
-def _auth(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
 
 
 @pytest.mark.parametrize(
@@ -34,6 +24,8 @@ def _auth(key: str) -> dict[str, str]:
         ("ingest", "POST", "/v1/search"),
         ("query", "GET", "/v1/collections"),
         ("query", "GET", "/v1/jobs/abc"),
+        ("query", "GET", "/v1/jobs"),
+        ("ingest", "GET", "/v1/status"),
         ("query", "GET", "/v1/keys"),
         ("ingest", "POST", "/v1/keys"),
     ],

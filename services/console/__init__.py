@@ -1,0 +1,1 @@
+"""The web console: server-rendered pages on the gateway's public API, mounted at /console."""

@@ -1,0 +1,63 @@
+"""GET /v1/status: every service's readiness, as each service's own /health/ready reports it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx2
+
+# A status page must answer even when a service hangs: each probe has this long.
+PROBE_TIMEOUT_S = 2.0
+
+
+class StatusBoard:
+    """Probes each named service's readiness; the gateway's own comes from ``own_ready``."""
+
+    def __init__(self, services: Mapping[str, str], own_ready: Callable[[], Awaitable[None]]) -> None:
+        self._services = {name: url.rstrip("/") for name, url in services.items() if url}
+        self._own_ready = own_ready
+        self._client: httpx2.AsyncClient | None = None
+
+    async def __aenter__(self) -> StatusBoard:
+        self._client = httpx2.AsyncClient(timeout=PROBE_TIMEOUT_S, trust_env=False)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _own(self) -> dict[str, Any]:
+        try:
+            await asyncio.wait_for(self._own_ready(), PROBE_TIMEOUT_S)
+        except Exception as exc:  # the kind only: an error's text names internal hosts
+            return {"status": "unready", "checks": {"redis": f"error: {type(exc).__name__}"}}
+        return {"status": "ready", "checks": {"redis": "ok"}}
+
+    async def _probe(self, url: str) -> dict[str, Any]:
+        if self._client is None:
+            raise RuntimeError("the status client is opened by the app's lifespan")
+        try:
+            response = await self._client.get(f"{url}/health/ready")
+        except httpx2.HTTPError as exc:
+            return {"status": "unreachable", "checks": {}, "error": type(exc).__name__}
+        try:
+            body = response.json()
+        except ValueError:  # not JSON: a proxy's error page, say
+            body = {}
+        checks = body.get("checks") if isinstance(body, dict) else None
+        return {
+            "status": "ready" if response.status_code == 200 else "unready",
+            "checks": checks if isinstance(checks, dict) else {},
+        }
+
+    async def report(self) -> dict[str, Any]:
+        names = list(self._services)
+        probes = await asyncio.gather(self._own(), *(self._probe(self._services[n]) for n in names))
+        services = dict(zip(["gateway", *names], probes, strict=True))
+        ready = all(s["status"] == "ready" for s in services.values())
+        return {"status": "ready" if ready else "degraded", "services": services}

@@ -1,0 +1,106 @@
+"""The API the console stands on: the job list, /v1/models on the embedder and llm, /v1/status."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from services.cli.suite import Suite
+from tests.conftest import KeyFactory
+from tests.integration.conftest import bearer as _auth
+from tests.integration.ingest_jobs import finished
+
+
+async def _submit(gateway: httpx.AsyncClient, key: str, collection: str, text: str) -> str:
+    response = await gateway.post(
+        f"/v1/collections/{collection}/documents",
+        json={"documents": [{"_id": "d1", "title": "t", "text": text}]},
+        headers=_auth(key),
+    )
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["job_id"]
+    return job_id
+
+
+async def test_the_job_list_filters_pages_and_keeps_to_the_keys_collections(
+    gateway: httpx.AsyncClient, make_key: KeyFactory, collection_name: str
+) -> None:
+    mine, other = collection_name, f"{collection_name}_x"
+    wide = await make_key({"ingest"})
+    narrow = await make_key({"ingest"}, {mine})
+    async with gateway_as(gateway, wide) as client:
+        # One after the other: two jobs writing one document at once can both keep their chunks.
+        first = await _submit(gateway, wide, mine, "first words")
+        assert (await finished(client, first))["state"] == "completed"
+        second = await _submit(gateway, wide, mine, "second words")
+        await finished(client, second)
+    theirs = await _submit(gateway, wide, other, "other words")
+
+    listed = await gateway.get("/v1/jobs", params={"collection": mine}, headers=_auth(wide))
+    assert listed.status_code == 200, listed.text
+    body = listed.json()
+    assert [j["job_id"] for j in body["jobs"]] == [second, first]  # newest first
+    assert body["total"] == 2 and body["jobs"][0]["counts"]["updated"] == 1
+
+    page = await gateway.get(
+        "/v1/jobs", params={"collection": mine, "limit": 1, "offset": 1}, headers=_auth(wide)
+    )
+    assert [j["job_id"] for j in page.json()["jobs"]] == [first] and page.json()["total"] == 2
+    completed = await gateway.get(
+        "/v1/jobs",
+        params=[("collection", mine), ("collection", other), ("state", "completed")],
+        headers=_auth(wide),
+    )
+    assert {first, second} <= {j["job_id"] for j in completed.json()["jobs"]}
+    assert all(j["state"] == "completed" for j in completed.json()["jobs"])
+
+    # A key limited to one collection lists only its jobs, unasked, and may not name another's.
+    own = await gateway.get("/v1/jobs", headers=_auth(narrow))
+    assert own.status_code == 200
+    assert {j["collection"] for j in own.json()["jobs"]} == {mine}
+    assert theirs not in {j["job_id"] for j in own.json()["jobs"]}
+    refused = await gateway.get("/v1/jobs", params={"collection": other}, headers=_auth(narrow))
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "collection_forbidden"
+    query_only = await make_key({"query"})
+    assert (await gateway.get("/v1/jobs", headers=_auth(query_only))).status_code == 403
+    bad = await gateway.get("/v1/jobs", params={"state": "sleeping"}, headers=_auth(wide))
+    assert bad.status_code == 422
+
+    collections = (await gateway.get("/v1/collections", headers=_auth(narrow))).json()["collections"]
+    assert [(c["name"], c["documents"]) for c in collections] == [(mine, 1)]
+    assert collections[0]["chunks"] >= 1
+    for name in (mine, other):
+        await gateway.delete(f"/v1/collections/{name}", headers=_auth(wide))
+
+
+def gateway_as(gateway: httpx.AsyncClient, key: str) -> httpx.AsyncClient:
+    """The gateway client with ``key`` on every request (for ``finished``)."""
+    return httpx.AsyncClient(base_url=str(gateway.base_url), headers=_auth(key), timeout=60)
+
+
+@pytest.mark.parametrize("service", ["embedder", "llm"])
+async def test_the_openai_client_lists_the_model(suite: Suite, service: str) -> None:
+    async with openai.AsyncOpenAI(base_url=f"{suite.url(service)}/v1", api_key="unused") as client:
+        models = [m async for m in client.models.list()]
+    assert len(models) == 1
+    expected = {"embedder": "all-MiniLM-L6-v2", "llm": "SmolLM2-135M-Instruct"}[service]
+    assert models[0].id == expected and models[0].object == "model"
+    if service == "embedder":
+        assert (models[0].model_extra or {}).get("dimensions") == 384
+
+
+async def test_status_lists_every_service_for_admin_and_ops_keys_only(
+    gateway: httpx.AsyncClient, make_key: KeyFactory
+) -> None:
+    for scopes in ({"admin"}, {"ops"}):
+        response = await gateway.get("/v1/status", headers=_auth(await make_key(scopes)))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "ready"
+        assert set(body["services"]) == {"gateway", "rag", "ingest", "embedder", "llm"}
+        assert body["services"]["rag"]["checks"] == {"embedder": "ok", "milvus": "ok"}
+        assert response.headers["x-ratelimit-limit"]
+    for scopes in ({"query"}, {"ingest"}):
+        refused = await gateway.get("/v1/status", headers=_auth(await make_key(scopes)))
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "insufficient_scope"
