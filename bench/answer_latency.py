@@ -187,14 +187,14 @@ def main() -> None:
     parser.add_argument("--qa", type=Path, default=QA)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument(
-        "--redis", default="redis://127.0.0.1:6379", help="Redis server (databases 12 and 13)."
+        "--redis", default="redis://127.0.0.1:6379", help="Redis server (databases 9 and 10)."
     )
     args = parser.parse_args()
     questions = [item.question for item in load_qa(args.qa) if item.in_scope][: args.limit]
     collection = f"bench_{uuid.uuid4().hex[:8]}"
     with (
-        suite_from(ROOT, f"{args.redis}/12", collection) as new,
-        suite_from(args.baseline_checkout, f"{args.redis}/13", collection) as base,
+        suite_from(ROOT, f"{args.redis}/9", collection) as new,
+        suite_from(args.baseline_checkout, f"{args.redis}/10", collection) as base,
     ):
         run(new, base, questions, collection)
 
