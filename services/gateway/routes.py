@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -14,6 +14,7 @@ from services.common.errors import APIError
 from services.gateway.auth import check_collection, require_scope
 from services.gateway.keys import ApiKey, KeyStore
 from services.gateway.openapi import scoped
+from services.gateway.paths import path_format, upstream_path
 from services.gateway.proxy import Reply, Upstream
 from services.gateway.quota import Metering
 from services.gateway.ratelimit import limited
@@ -33,6 +34,7 @@ INGEST_ROUTES = (
     ("DELETE", "/v1/collections/{collection}", "Drop a collection"),
     ("POST", "/v1/collections/{collection}/documents", "Add documents (multipart files or JSON records)"),
     ("GET", "/v1/collections/{collection}/documents", "List a collection's documents"),
+    ("GET", "/v1/collections/{collection}/documents/{doc_id:path}", "Describe a document"),
     ("DELETE", "/v1/collections/{collection}/documents/{doc_id:path}", "Delete a document"),
     ("GET", "/v1/jobs/{job_id}", "Follow an ingest job"),
 )
@@ -130,34 +132,39 @@ def build_router() -> APIRouter:
         reply = await _relay(request, rag.send("POST", "/v1/search", body=body, content_type=_JSON))
         return _finish(reply.to_response(), request, limits)
 
-    async def ingest(
-        request: Request, limits: Response, key: ApiKey = Depends(limited("ingest"))
-    ) -> Response:
-        body = await request.body()
-        collection = request.path_params.get("collection")
-        if collection is None and request.method == "POST":  # create: the name is in the body
-            _, payload = await _json_object(request)
-            collection = str(payload.get("name", ""))
-        if collection is not None:
-            check_collection(key, collection)
-        upstream: Upstream = request.app.state.ingest
-        sent = upstream.send(
-            request.method,
-            request.url.path,
-            body=body or None,
-            content_type=request.headers.get("content-type"),
-            params=request.url.query,
-        )
-        reply = await _relay(request, sent)
-        if "job_id" in request.path_params and reply.status == 200:
-            job = reply.json()
-            check_collection(key, str(job.get("collection")) if isinstance(job, dict) else "")
-        return _finish(reply.to_response(content=_visible_collections(reply, key)), request, limits)
+    def forward_to_ingest(route_path: str) -> Callable[..., Coroutine[Any, Any, Response]]:
+        formatted = path_format(route_path)
+
+        async def ingest(
+            request: Request, limits: Response, key: ApiKey = Depends(limited("ingest"))
+        ) -> Response:
+            body = await request.body()
+            collection = request.path_params.get("collection")
+            if collection is None and request.method == "POST":  # create: the name is in the body
+                _, payload = await _json_object(request)
+                collection = str(payload.get("name", ""))
+            if collection is not None:
+                check_collection(key, collection)
+            upstream: Upstream = request.app.state.ingest
+            sent = upstream.send(
+                request.method,
+                upstream_path(formatted, request.path_params),
+                body=body or None,
+                content_type=request.headers.get("content-type"),
+                params=request.url.query,
+            )
+            reply = await _relay(request, sent)
+            if "job_id" in request.path_params and reply.status == 200:
+                job = reply.json()
+                check_collection(key, str(job.get("collection")) if isinstance(job, dict) else "")
+            return _finish(reply.to_response(content=_visible_collections(reply, key)), request, limits)
+
+        return ingest
 
     for method, path, summary in INGEST_ROUTES:
         router.add_api_route(
             path,
-            ingest,
+            forward_to_ingest(path),
             methods=[method],
             summary=f"{summary} (scope: ingest)",
             description="Forwarded to the ingest API. A key limited to some collections reaches only those.",
