@@ -97,27 +97,33 @@ def build_router() -> APIRouter:
         "/v1/query",
         summary="Ask a question (scope: query)",
         description="Forwarded to rag. `stream: true` answers server-sent events, relayed unbuffered. "
-        "Uncached answers count their `usage.total_tokens` against the key's daily token quota.",
+        "A query holds `query_token_reservation` tokens of the key's daily quota until its answer "
+        "settles them to its `usage.total_tokens` (cached answers: 0); a client that leaves first, or "
+        "a stream cut before `done`, is charged the reservation.",
         openapi_extra=scoped("query"),
     )
     async def query(request: Request, limits: Response, key: ApiKey = Depends(limited("query"))) -> Response:
         body, payload = await _json_object(request)
         check_collection(key, _collection_of(payload))
         metering: Metering = request.app.state.metering
-        tokens_left = await metering.remaining(key, request.state.degraded)
+        reservation = await metering.reserve(key, request.state.degraded)
         rag: Upstream = request.app.state.rag
-        reply = await _relay(request, rag.send("POST", "/v1/query", body=body, content_type=_JSON))
+        try:
+            reply = await _relay(request, rag.send("POST", "/v1/query", body=body, content_type=_JSON))
+        except APIError:
+            await reservation.settle(0)  # the gateway's own error answer: no answer reached the client
+            raise
         if reply.stream is None:
-            if reply.status == 200:
-                await metering.record(key, tokens_in_body(reply.content))
-            return _finish(reply.to_response(), request, limits, tokens_left)
+            await reservation.settle(tokens_in_body(reply.content) if reply.status == 200 else 0)
+            return _finish(reply.to_response(), request, limits, reservation.left)
         done = DoneEvents()
 
-        async def record() -> None:
-            await metering.record(key, done.tokens)
+        async def settle() -> None:
+            if done.tokens is not None:  # cut short: the reservation stands
+                await reservation.settle(done.tokens)
 
-        response = reply.to_response(on_event=done.feed, on_end=record)
-        return _finish(response, request, limits, tokens_left)
+        response = reply.to_response(on_event=done.feed, on_end=settle)
+        return _finish(response, request, limits, reservation.left)
 
     @router.post(
         "/v1/search",
