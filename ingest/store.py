@@ -158,16 +158,13 @@ class ChunkStore:
         state = (await self.doc_states(collection, [doc_id])).get(doc_id)
         return state.chunk_ids if state else set()
 
-    async def list_documents(
-        self, collection: str, offset: int = 0, limit: int = 100
-    ) -> list[StoredDocument]:
+    async def _documents(self, collection: str, expr: str, **kwargs: Any) -> list[StoredDocument]:
         # Every document has exactly one chunk 0, so it lists each document once.
         rows = await self._query(
             collection,
-            f"{vs.CHUNK_INDEX} == 0",
+            f"{vs.CHUNK_INDEX} == 0" + (f" and {expr}" if expr else ""),
             [vs.DOC_ID, vs.TITLE, vs.SOURCE, vs.DOC_HASH, vs.METADATA],
-            offset=offset,
-            limit=limit,
+            **kwargs,
         )
         docs = [
             StoredDocument(r[vs.DOC_ID], r[vs.TITLE], r[vs.SOURCE], r[vs.DOC_HASH], r[vs.METADATA] or {})
@@ -177,6 +174,15 @@ class ChunkStore:
 
     async def count_documents(self, collection: str) -> int:
         return await self.count(collection, f"{vs.CHUNK_INDEX} == 0")  # one chunk 0 per document
+
+    async def list_documents(
+        self, collection: str, offset: int = 0, limit: int = 100
+    ) -> list[StoredDocument]:
+        return await self._documents(collection, "", offset=offset, limit=limit)
+
+    async def get_document(self, collection: str, doc_id: str) -> StoredDocument | None:
+        docs = await self._documents(collection, field_equals(vs.DOC_ID, doc_id), limit=1)
+        return docs[0] if docs else None
 
     async def all_doc_ids(self, collection: str) -> set[str]:
         def collect() -> set[str]:

@@ -18,6 +18,7 @@ from ingest.api.schemas import (
     JobList,
     JobState,
     JobStatus,
+    StoredDocumentInfo,
 )
 from ingest.api.serving import IngestService
 from services.common.errors import APIError
@@ -94,6 +95,14 @@ async def list_documents(
     service: IngestService = Depends(get_service),
 ) -> DocumentList:
     return await service.list_documents(collection, offset, limit)
+
+
+# ``:path``: an id may hold "/" (sent as %2F; the server decodes it before routing).
+@router.get("/collections/{collection}/documents/{doc_id:path}", response_model=StoredDocumentInfo)
+async def get_document(
+    collection: str, doc_id: str, service: IngestService = Depends(get_service)
+) -> StoredDocumentInfo:
+    return await service.get_document(collection, doc_id)
 
 
 @router.delete("/collections/{collection}/documents/{doc_id:path}", response_model=Deleted)

@@ -194,17 +194,16 @@ class IngestService:
             collection=collection,
             offset=offset,
             limit=limit,
-            documents=[
-                StoredDocumentInfo(
-                    doc_id=d.doc_id,
-                    title=d.title,
-                    source=d.source,
-                    content_hash=d.content_hash,
-                    metadata=d.metadata,
-                )
-                for d in docs
-            ],
+            documents=[StoredDocumentInfo.model_validate(d, from_attributes=True) for d in docs],
         )
+
+    async def get_document(self, collection: str, doc_id: str) -> StoredDocumentInfo:
+        self._doc_id(doc_id)
+        await self._require(collection)
+        doc = await _guarded(self._res.store.get_document(collection, doc_id))
+        if doc is None:
+            raise APIError(404, "document_not_found", f"no document {doc_id!r} in {collection!r}")
+        return StoredDocumentInfo.model_validate(doc, from_attributes=True)
 
     async def delete_document(self, collection: str, doc_id: str) -> None:
         self._doc_id(doc_id)

@@ -77,7 +77,7 @@ def create_app(settings: GatewaySettings | None = None, console: ConsoleSettings
     app.state.rate_limits = RateLimits(settings.redis_url, breaker, timeout_s=_REDIS_TIMEOUT_S)
     app.state.key_store = key_store
     app.state.gatekeeper = Gatekeeper(key_store, KeyCache(settings.key_cache_ttl_s), breaker)
-    app.state.metering = Metering(TokenQuota(redis), breaker)
+    app.state.metering = Metering(TokenQuota(redis), breaker, settings.query_token_reservation)
     app.state.rag = upstreams["rag"]
     app.state.ingest = upstreams["ingest"]
     app.state.status_board = status_board

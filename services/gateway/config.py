@@ -34,6 +34,13 @@ class GatewaySettings(ServiceSettings):
     redis_retry_s: float = Field(
         1.0, description="After a Redis failure, skip Redis for this long before trying again."
     )
+    query_token_reservation: int = Field(
+        2048,
+        ge=0,
+        description="Tokens a query holds against its key's daily quota until its answer settles them "
+        "to what it spent; kept when the client leaves first (default: the bundled LLM's context window, "
+        "more than one answer can spend).",
+    )
     max_body_bytes: int = Field(1_048_576, description="Request body cap (413) for JSON routes.")
     max_upload_bytes: int = Field(
         52_428_800, description="Request body cap (413) for document uploads to the ingest API."

@@ -46,26 +46,44 @@ class TokenQuota:
 
 
 class Metering:
-    """Checks a key's daily token quota before a query and adds what the answer spent after."""
+    """Daily token quotas for queries: a query holds a reservation, its answer settles it.
 
-    def __init__(self, quota: TokenQuota, breaker: StoreBreaker) -> None:
+    A query reserves ``reservation`` tokens of its key's day before it is forwarded; its answer
+    (a JSON body, or a stream's ``done`` event) settles the reservation to the tokens rag
+    reports, handing the rest back. An error answer hands it all back. A query whose client
+    leaves first, or a stream that ends without ``done``, keeps it: what was spent is unknown,
+    and the reservation is an upper bound of it.
+
+    Why a reservation rather than counting tokens as they stream: rag sends verified sentences,
+    not model tokens, and learns the model's count only at the end, so the gateway has nothing
+    to count mid-stream; and a client can leave before the first event, with the prompt already
+    read. Reserving first needs no change to rag's events and covers every way to leave.
+    Concurrent queries of one key see each other's reservations, so they cannot together spend
+    past the quota by more than what was left.
+    """
+
+    def __init__(self, quota: TokenQuota, breaker: StoreBreaker, reservation: int) -> None:
         self._quota = quota
         self._breaker = breaker
+        self._reservation = reservation
 
-    async def remaining(self, key: ApiKey, degraded: list[str]) -> int | None:
-        """Tokens left today (None: no quota, or not checked); 429 when none are left."""
+    async def reserve(self, key: ApiKey, degraded: list[str]) -> Reservation:
+        """Holds this query's reservation; 429 when the key's day has no tokens left."""
+        now = time.time()
         limit = key.daily_token_quota
         if limit is None or "token_quota_off" in degraded:
-            return None
+            return Reservation(self, key, now, held=0, left=None)
+        held = self._reservation
         try:
-            used = await self._breaker.run(lambda: self._quota.used(key.key_id))
+            total = await self._breaker.run(lambda: self._quota.add(key.key_id, held, now))
         except StoreUnavailable:
             if not self._breaker.fail_open:
                 raise
             degraded.append("token_quota_off")
-            return None
+            return Reservation(self, key, now, held=0, left=None)
+        used = total - held
         if used >= limit:
-            now = time.time()
+            await self.adjust(key, -held, now)  # a refused query spends nothing
             raise APIError(
                 429,
                 "token_quota_exceeded",
@@ -76,13 +94,33 @@ class Metering:
                     "x-tokenquota-remaining": "0",
                 },
             )
-        return limit - used
+        return Reservation(self, key, now, held=held, left=limit - used)
 
-    async def record(self, key: ApiKey, tokens: int) -> None:
-        if tokens <= 0:
+    async def adjust(self, key: ApiKey, tokens: int, now: float) -> None:
+        """Adds ``tokens`` (negative: hands them back) to the key's count of the day of ``now``."""
+        if tokens == 0:
             return
         try:
-            await self._breaker.run(lambda: self._quota.add(key.key_id, tokens))
+            await self._breaker.run(lambda: self._quota.add(key.key_id, tokens, now))
         except StoreUnavailable:
             # The answer is already out; losing its count is the lesser harm.
             _log.warning("token_usage_not_recorded", key_id=key.key_id, tokens=tokens)
+
+
+class Reservation:
+    """The tokens one query holds; ``left`` is what the key had before it (None: no quota)."""
+
+    def __init__(self, metering: Metering, key: ApiKey, at: float, *, held: int, left: int | None) -> None:
+        self._metering = metering
+        self._key = key
+        self._at = at  # settled on the day it was taken, even past midnight
+        self.held = held
+        self.left = left
+        self._settled = False
+
+    async def settle(self, spent: int) -> None:
+        """Counts what the answer spent instead of the reservation (once)."""
+        if self._settled:
+            return
+        self._settled = True
+        await self._metering.adjust(self._key, max(0, spent) - self.held, self._at)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,6 +15,7 @@ from services.common.errors import APIError
 from services.gateway.auth import check_collection, require_scope
 from services.gateway.keys import ApiKey, KeyStore
 from services.gateway.openapi import scoped
+from services.gateway.paths import path_format, upstream_path
 from services.gateway.proxy import Reply, Upstream
 from services.gateway.quota import Metering
 from services.gateway.ratelimit import limited
@@ -35,6 +36,7 @@ INGEST_ROUTES = (
     ("DELETE", "/v1/collections/{collection}", "Drop a collection"),
     ("POST", "/v1/collections/{collection}/documents", "Add documents (multipart files or JSON records)"),
     ("GET", "/v1/collections/{collection}/documents", "List a collection's documents"),
+    ("GET", "/v1/collections/{collection}/documents/{doc_id:path}", "Describe a document"),
     ("DELETE", "/v1/collections/{collection}/documents/{doc_id:path}", "Delete a document"),
     ("GET", "/v1/jobs", "List ingest jobs (filters: collection, repeatable; state)"),
     ("GET", "/v1/jobs/{job_id}", "Follow an ingest job"),
@@ -113,27 +115,33 @@ def build_router() -> APIRouter:
         "/v1/query",
         summary="Ask a question (scope: query)",
         description="Forwarded to rag. `stream: true` answers server-sent events, relayed unbuffered. "
-        "Uncached answers count their `usage.total_tokens` against the key's daily token quota.",
+        "A query holds `query_token_reservation` tokens of the key's daily quota until its answer "
+        "settles them to its `usage.total_tokens` (cached answers: 0); a client that leaves first, or "
+        "a stream cut before `done`, is charged the reservation.",
         openapi_extra=scoped("query"),
     )
     async def query(request: Request, limits: Response, key: ApiKey = Depends(limited("query"))) -> Response:
         body, payload = await _json_object(request)
         check_collection(key, _collection_of(payload))
         metering: Metering = request.app.state.metering
-        tokens_left = await metering.remaining(key, request.state.degraded)
+        reservation = await metering.reserve(key, request.state.degraded)
         rag: Upstream = request.app.state.rag
-        reply = await _relay(request, rag.send("POST", "/v1/query", body=body, content_type=_JSON))
+        try:
+            reply = await _relay(request, rag.send("POST", "/v1/query", body=body, content_type=_JSON))
+        except APIError:
+            await reservation.settle(0)  # the gateway's own error answer: no answer reached the client
+            raise
         if reply.stream is None:
-            if reply.status == 200:
-                await metering.record(key, tokens_in_body(reply.content))
-            return _finish(reply.to_response(), request, limits, tokens_left)
+            await reservation.settle(tokens_in_body(reply.content) if reply.status == 200 else 0)
+            return _finish(reply.to_response(), request, limits, reservation.left)
         done = DoneEvents()
 
-        async def record() -> None:
-            await metering.record(key, done.tokens)
+        async def settle() -> None:
+            if done.tokens is not None:  # cut short: the reservation stands
+                await reservation.settle(done.tokens)
 
-        response = reply.to_response(on_event=done.feed, on_end=record)
-        return _finish(response, request, limits, tokens_left)
+        response = reply.to_response(on_event=done.feed, on_end=settle)
+        return _finish(response, request, limits, reservation.left)
 
     @router.post(
         "/v1/search",
@@ -148,37 +156,42 @@ def build_router() -> APIRouter:
         reply = await _relay(request, rag.send("POST", "/v1/search", body=body, content_type=_JSON))
         return _finish(reply.to_response(), request, limits)
 
-    async def ingest(
-        request: Request, limits: Response, key: ApiKey = Depends(limited("ingest"))
-    ) -> Response:
-        body = await request.body()
-        collection = request.path_params.get("collection")
-        if collection is None and request.method == "POST":  # create: the name is in the body
-            _, payload = await _json_object(request)
-            collection = str(payload.get("name", ""))
-        if collection is not None:
-            check_collection(key, collection)
-        params = request.url.query
-        if request.url.path == "/v1/jobs":
-            params = _job_filters(request, key)
-        upstream: Upstream = request.app.state.ingest
-        sent = upstream.send(
-            request.method,
-            request.url.path,
-            body=body or None,
-            content_type=request.headers.get("content-type"),
-            params=params,
-        )
-        reply = await _relay(request, sent)
-        if "job_id" in request.path_params and reply.status == 200:
-            job = reply.json()
-            check_collection(key, str(job.get("collection")) if isinstance(job, dict) else "")
-        return _finish(reply.to_response(content=_visible_collections(reply, key)), request, limits)
+    def forward_to_ingest(route_path: str) -> Callable[..., Coroutine[Any, Any, Response]]:
+        formatted = path_format(route_path)
+
+        async def ingest(
+            request: Request, limits: Response, key: ApiKey = Depends(limited("ingest"))
+        ) -> Response:
+            body = await request.body()
+            collection = request.path_params.get("collection")
+            if collection is None and request.method == "POST":  # create: the name is in the body
+                _, payload = await _json_object(request)
+                collection = str(payload.get("name", ""))
+            if collection is not None:
+                check_collection(key, collection)
+            params = request.url.query
+            if request.url.path == "/v1/jobs":
+                params = _job_filters(request, key)
+            upstream: Upstream = request.app.state.ingest
+            sent = upstream.send(
+                request.method,
+                upstream_path(formatted, request.path_params),
+                body=body or None,
+                content_type=request.headers.get("content-type"),
+                params=params,
+            )
+            reply = await _relay(request, sent)
+            if "job_id" in request.path_params and reply.status == 200:
+                job = reply.json()
+                check_collection(key, str(job.get("collection")) if isinstance(job, dict) else "")
+            return _finish(reply.to_response(content=_visible_collections(reply, key)), request, limits)
+
+        return ingest
 
     for method, path, summary in INGEST_ROUTES:
         router.add_api_route(
             path,
-            ingest,
+            forward_to_ingest(path),
             methods=[method],
             summary=f"{summary} (scope: ingest)",
             description="Forwarded to the ingest API. A key limited to some collections reaches only those.",

@@ -27,11 +27,11 @@ def tokens_in_body(body: bytes | str) -> int:
 
 
 class DoneEvents:
-    """Counts the tokens of rag's final ``done`` event, as a relayed stream's events pass."""
+    """Reads the tokens of rag's final ``done`` event as a relayed stream's events pass."""
 
     def __init__(self) -> None:
-        self.tokens = 0
+        self.tokens: int | None = None  # None: no done event came
 
     def feed(self, event: ServerSentEvent) -> None:
         if event.event == "done":
-            self.tokens += tokens_in_body(event.data)
+            self.tokens = tokens_in_body(event.data)

@@ -33,6 +33,10 @@ async def chat_completions(
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(chat: ChatService = Depends(get_chat)) -> ModelList:
     backend = chat.backend
-    return ModelList(
-        data=[ModelCard(id=backend.model_id, created=int(time.time()), max_model_len=backend.context_window)]
+    card = ModelCard(
+        id=backend.model_id,
+        created=int(time.time()),
+        max_model_len=backend.context_window,
+        max_tokens=chat.settings.max_tokens_cap,
     )
+    return ModelList(data=[card])

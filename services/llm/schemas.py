@@ -106,7 +106,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "quarry"
-    max_model_len: int
+    max_model_len: int = Field(description="Tokens of prompt plus completion one request may use (as vLLM).")
+    max_tokens: int = Field(description="Largest max_tokens (or max_completion_tokens) a request may take.")
 
 
 class ModelList(BaseModel):

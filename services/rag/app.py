@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,7 @@ from services.rag.answer.evidence import SentenceVectors
 from services.rag.answer.extractive import ExtractPolicy
 from services.rag.answer.grounding import Grounding
 from services.rag.answer.llm_client import ChatClient
+from services.rag.answer.token_limit import READ_TIMEOUT_S, TokenLimit
 from services.rag.answer.verification import VerifyPolicy
 from services.rag.cache import AnswerCache
 from services.rag.config import RagSettings
@@ -57,8 +59,17 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
             ExtractPolicy.from_settings(settings),
             settings.anchor_sentences,
         )
+        token_limit = TokenLimit(
+            functools.partial(chat.max_tokens_cap, READ_TIMEOUT_S), settings.max_tokens_limit
+        )
         app.state.query_service = QueryService(
-            settings, AnswerCache(redis, settings.cache_ttl_s), retrieval, chat, breakers, grounding
+            settings,
+            AnswerCache(redis, settings.cache_ttl_s),
+            retrieval,
+            chat,
+            breakers,
+            grounding,
+            token_limit,
         )
         reranker = await asyncio.to_thread(Reranker, settings.rerank_model) if settings.rerank_model else None
         app.state.search_service = SearchService(settings, retrieval, reranker)

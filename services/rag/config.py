@@ -26,7 +26,15 @@ class RagSettings(ServiceSettings):
     max_context_tokens: int = Field(
         700, description="Token budget for numbered sources in the prompt (estimated: ~4 characters a token)."
     )
-    default_max_tokens: int = 192
+    default_max_tokens: int = Field(
+        192, description="max_tokens of a query that gives none (lowered to the limit when over it)."
+    )
+    max_tokens_limit: int | None = Field(
+        None,
+        ge=1,
+        description="Largest max_tokens a query may ask for (422 over it); empty: the LLM's own cap, "
+        "read from its /v1/models card (max_tokens, else max_model_len); set: the smaller of the two.",
+    )
     prompt_sentences: int = Field(
         10,
         description="N: the prompt holds only the N source sentences closest to the question (keeps a "

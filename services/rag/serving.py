@@ -43,6 +43,7 @@ from services.rag.answer.llm_client import (
 from services.rag.answer.prompt import PROMPT_VERSION, build_messages, select_sources
 from services.rag.answer.safety import injection_flags, redact
 from services.rag.answer.streaming import sse_event
+from services.rag.answer.token_limit import TokenLimit
 from services.rag.answer.verification import RULES_VERSION, Verdict, claims
 from services.rag.cache import AnswerCache, CacheUnavailable, Lookup
 from services.rag.config import RagSettings
@@ -71,6 +72,7 @@ class _Query:
     injection: list[str]
     mode: str
     unsupported: Unsupported
+    max_tokens: int  # the request's, or the default within the limit
     timings: dict[str, float] = field(default_factory=dict)
     degraded: list[str] = field(default_factory=list)
     cache: Lookup | None = None  # None: the cache was unavailable
@@ -102,8 +104,10 @@ class QueryService:
         chat: ChatClient,
         breakers: AsyncCircuitBreakerFactory,
         grounding: Grounding,
+        token_limit: TokenLimit,
     ) -> None:
         self.settings = settings
+        self.token_limit = token_limit
         self.cache = cache
         self.retrieval = retrieval
         self.chat = chat
@@ -121,7 +125,7 @@ class QueryService:
         extract = self.grounding.extract_policy
         return {
             "top_k": request.top_k or self.settings.default_top_k,
-            "max_tokens": request.max_tokens or self.settings.default_max_tokens,
+            "max_tokens": query.max_tokens,
             "temperature": request.temperature,
             "filters": filter_expression(request.filters),
             "embedding_model": self.settings.embedding_model,
@@ -234,6 +238,10 @@ class QueryService:
         return self._answer_events(query, evidence, stream)
 
     async def _prepare(self, request: QueryRequest) -> _Query:
+        # The client's to fix, so refused before any work (and before the LLM would refuse it).
+        limit = await self.token_limit.check(request.max_tokens)
+        default = self.settings.default_max_tokens
+        max_tokens = request.max_tokens or (default if limit is None else min(default, limit))
         injection = injection_flags(request.question)
         for flag in injection:
             rag_metrics.SAFETY_FLAGS.labels(f"injection:{flag}").inc()
@@ -245,7 +253,7 @@ class QueryService:
             )
         mode = request.answer_mode or self.settings.answer_mode
         unsupported = request.unsupported or self.settings.unsupported_sentences
-        query = _Query(request, time.perf_counter(), injection, mode, unsupported)
+        query = _Query(request, time.perf_counter(), injection, mode, unsupported, max_tokens)
 
         mark = time.perf_counter()
         try:
@@ -292,7 +300,7 @@ class QueryService:
         if evidence is not None and self.settings.prompt_sentences:
             excerpts = self.grounding.excerpts(query.asked, evidence, self.settings.prompt_sentences)
         messages = build_messages(query.request.question, query.sources, excerpts)
-        return messages, query.request.max_tokens or self.settings.default_max_tokens
+        return messages, query.max_tokens
 
     def _degrade_llm(self, query: _Query, exc: DependencyUnavailable) -> None:
         """No LLM: ``auto`` quotes the sources instead; ``generate`` was asked for generation only."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -181,6 +182,43 @@ async def test_a_spent_daily_token_quota_refuses_queries_not_searches(
             "/v1/search", json={"query": "q", "collection": examples}, headers=headers
         )
         assert search.status_code == 200
+    finally:
+        await client.aclose()
+
+
+async def test_a_stream_cut_after_its_first_token_is_charged_and_a_whole_one_settled(
+    gateway: httpx.AsyncClient, redis_url: str, examples: str
+) -> None:
+    """The reservation a query holds stays when its client leaves; a done event settles it."""
+    client = aioredis.Redis.from_url(redis_url)
+    store, quota = KeyStore(client), TokenQuota(client)
+    query = {"question": QUESTION, "collection": examples, "stream": True, "answer_mode": "generate"}
+    try:
+        cut_secret, cut_key = await store.create("cut", {"query"}, None, "100/minute", daily_token_quota=1)
+        async with gateway.stream("POST", "/v1/query", json=query, headers=_auth(cut_secret)) as cut:
+            assert cut.status_code == 200
+            async for line in cut.aiter_lines():
+                if line == "event: token":
+                    break  # leaving closes the stream
+        await asyncio.sleep(1)  # the gateway's cleanup, had it handed the reservation back
+        cut_used = await quota.used(cut_key.key_id)
+        over = await gateway.post("/v1/query", json={**query, "stream": False}, headers=_auth(cut_secret))
+        assert over.status_code == 429 and over.json()["error"]["code"] == "token_quota_exceeded"
+
+        # The same question read to its end. rag may have finished and cached the cut one, so
+        # this one asks for one token less than the default (192): another cache key, and the
+        # same answer, which ends well before either.
+        whole_secret, whole_key = await store.create("whole", {"query"}, None, "100/minute", 100_000)
+        whole = await gateway.post(
+            "/v1/query", json={**query, "max_tokens": 191}, headers=_auth(whole_secret)
+        )
+        assert whole.status_code == 200
+        done = json.loads(whole.text.rsplit("data: ", 1)[1])
+        assert done["cached"] is False and done["usage"]["total_tokens"] > 0
+        assert await quota.used(whole_key.key_id) == done["usage"]["total_tokens"]
+        # Kept: query_token_reservation's default. (Settled instead only if the done event
+        # passed the gateway before the client left, when the first sentence was the last.)
+        assert cut_used in (2048, done["usage"]["total_tokens"])
     finally:
         await client.aclose()
 

@@ -163,6 +163,13 @@ async def test_streaming_is_openai_sse_with_done_and_usage(client: httpx.AsyncCl
     assert all(c["usage"] is None for c in chunks[:-1])
 
 
+async def test_the_model_card_names_the_context_window_and_the_max_tokens_cap(
+    client: httpx.AsyncClient,
+) -> None:
+    card = (await client.get("/v1/models")).json()["data"][0]
+    assert (card["id"], card["max_model_len"], card["max_tokens"]) == (MODEL, 512, 64)
+
+
 async def test_the_openai_client_works_unchanged(llm_url: str) -> None:
     async with openai.AsyncOpenAI(base_url=f"{llm_url}/v1", api_key="unused") as oai:
         models = await oai.models.list()

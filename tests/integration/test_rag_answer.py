@@ -324,20 +324,21 @@ async def test_an_unknown_collection_logs_one_line(rag: httpx.AsyncClient, suite
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_a_request_the_llm_refuses_is_422_not_an_outage(
+async def test_max_tokens_over_the_llms_cap_is_rags_own_422_before_retrieval(
     rag: httpx.AsyncClient, examples: str, stream: bool
 ) -> None:
-    body = {
-        "question": "What port does the gateway listen on?",
-        "collection": examples,
-        "answer_mode": "generate",
-        "max_tokens": 2000,  # rag accepts up to 2048; the bundled llm caps at 512
-        "stream": stream,
-    }
-    response = await rag.post("/v1/query", json=body)
-    assert response.status_code == 422, response.text
-    error = response.json()["error"]
-    assert error["code"] == "generation_rejected" and "max_tokens" in error["message"]
+    """One limit: rag reads the llm's cap (512, the bundled llm's) and refuses past it itself."""
+    base = {"question": "What port does the gateway listen on?", "answer_mode": "generate", "stream": stream}
+    # An unknown collection too: the limit is checked before any retrieval (else: 404).
+    for collection in (examples, "t_no_such_collection"):
+        response = await rag.post("/v1/query", json={**base, "collection": collection, "max_tokens": 513})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "max_tokens_too_large"
+        assert error["message"] == "max_tokens 513 is over the limit of 512"
+        assert error["request_id"] == response.headers["x-request-id"]
+    at_cap = await rag.post("/v1/query", json={**base, "collection": examples, "max_tokens": 512})
+    assert at_cap.status_code == 200, at_cap.text
     metrics = (await rag.get("/metrics")).text
     assert 'quarry_rag_circuit_open{dependency="llm"} 0.0' in metrics
 

@@ -125,5 +125,22 @@ class ChatClient:
             _check(response, refusal)
         return ChatStream(response)
 
+    async def max_tokens_cap(self, timeout_s: float) -> int | None:
+        """The largest max_tokens the LLM takes, from its ``/v1/models`` card for this model:
+        ``max_tokens`` (ours), else ``max_model_len`` (vLLM's); None when it names neither."""
+        try:
+            response = await self._client.get("/v1/models", timeout=timeout_s)
+            response.raise_for_status()
+            cards = response.json().get("data") or []
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            raise GenerationUnavailable(f"llm model list unavailable: {type(exc).__name__}") from exc
+        mine = [c for c in cards if isinstance(c, dict) and c.get("id") == self.model]
+        for card in mine or cards[:1]:
+            for name in ("max_tokens", "max_model_len"):
+                value = card.get(name) if isinstance(card, dict) else None
+                if isinstance(value, int) and value > 0:
+                    return value
+        return None
+
     async def aclose(self) -> None:
         await self._client.aclose()
