@@ -37,7 +37,9 @@ class IngestResources:
 async def open_resources(settings: IngestSettings) -> AsyncIterator[IngestResources]:
     store = ChunkStore(settings.milvus_uri, settings.milvus_token, settings.dense_index)
     # Long timeout: a big batch may wait behind others in the embedder's queue.
-    embeddings = EmbeddingsClient(settings.embedder_url, settings.embedding_model, timeout_s=120.0)
+    embeddings = EmbeddingsClient(
+        settings.embedder_url, settings.embedding_model, timeout_s=120.0, priority="bulk"
+    )
     redis = aioredis.Redis.from_url(settings.redis_url)
     try:
         yield IngestResources(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import httpx
 
 from services.common.http_client import create_http2_client
+
+# Quarry's embedder runs "query" texts before "bulk" ones (an extension, like truncate).
+Priority = Literal["query", "bulk"]
 
 
 class EmbeddingsUnavailable(Exception):
@@ -19,11 +24,13 @@ class EmbeddingsClient:
         timeout_s: float = 30.0,
         batch_size: int = 64,
         api_key: str = "",
+        priority: Priority | None = None,
     ) -> None:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else None
         self._client = create_http2_client(base_url, timeout_s=timeout_s, headers=headers)
         self._model = model
         self._batch_size = batch_size
+        self._extra: dict[str, str] = {"priority": priority} if priority else {}
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -35,7 +42,8 @@ class EmbeddingsClient:
             batch = texts[start : start + self._batch_size]
             try:
                 response = await self._client.post(
-                    "/v1/embeddings", json={"input": batch, "model": self._model, "truncate": True}
+                    "/v1/embeddings",
+                    json={"input": batch, "model": self._model, "truncate": True, **self._extra},
                 )
             except httpx.HTTPError as exc:
                 raise EmbeddingsUnavailable(f"embedder unreachable: {type(exc).__name__}") from exc

@@ -47,6 +47,7 @@ def _limits(settings: EmbedderSettings) -> BatchLimits:
         max_wait_s=settings.max_wait_ms / 1000,
         max_queue_items=settings.max_queue_items,
         merge_requests=settings.batching,
+        bulk_batch_tokens=settings.bulk_batch_tokens,
     )
 
 
@@ -64,7 +65,13 @@ async def _load(app: FastAPI, settings: EmbedderSettings, startup: _Startup) -> 
         return
     startup.service = EmbeddingService(model, batcher, settings)
     metrics.MODEL_READY.set(1)
-    _log.info("embedder_ready", backend=model.backend, device=model.device, dimensions=model.dimensions)
+    _log.info(
+        "embedder_ready",
+        backend=model.backend,
+        device=model.device,
+        precision=model.precision,
+        dimensions=model.dimensions,
+    )
 
 
 def create_app(settings: EmbedderSettings | None = None) -> FastAPI:

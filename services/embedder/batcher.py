@@ -1,11 +1,15 @@
-"""Dynamic batching: concurrent requests share forward passes.
+"""Dynamic batching: concurrent requests share forward passes; queries go before bulk.
 
-Requests put their texts into one bounded queue. A single worker task takes
-texts in arrival order up to ``max_batch_size`` texts and ``max_batch_tokens``
-padded tokens, waiting at most ``max_wait_ms`` for company when the queue is
-short, and runs the model on one dedicated thread so the event loop keeps
-accepting requests meanwhile. A request's texts may span several batches; it
-resolves when its last vector lands.
+Requests put their texts into one of two lanes by priority (one bound on both). A single worker
+task takes texts from the query lane while it holds any, else from the bulk lane, in
+arrival order within a lane, up to ``max_batch_size`` texts and a padded-token budget
+(``max_batch_tokens`` for queries, the smaller ``bulk_batch_tokens`` for bulk, so a query
+arriving behind an ingest waits at most one small pass). A batch never mixes lanes: a
+query's pass is not made longer by bulk texts. It waits at most ``max_wait_ms`` for
+company when the queue is short, and runs the model on one dedicated thread so the
+event loop keeps accepting requests meanwhile. A request's texts may span several
+batches; it resolves when its last vector lands. Queries waiting without end hold bulk
+texts back: the query lane is for what someone waits on.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 from services.common.logs import get_logger
 from services.embedder import metrics
 from services.embedder.model import Vectors
+from services.embedder.priority import Priority
 
 _log = get_logger(__name__)
 
@@ -41,6 +46,7 @@ class _Job:
 
     texts: list[str]
     tokens: list[int]
+    priority: Priority
     future: asyncio.Future[Vectors]
     enqueued_at: float
     vectors: Vectors | None = None
@@ -68,13 +74,21 @@ class BatchLimits:
     max_queue_items: int
     # False: each batch holds texts of one request only (one request, one forward pass).
     merge_requests: bool = True
+    # Padded-token budget of a bulk batch; None: max_batch_tokens.
+    bulk_batch_tokens: int | None = None
+
+    def batch_tokens(self, priority: Priority) -> int:
+        if priority is Priority.BULK and self.bulk_batch_tokens is not None:
+            return min(self.max_batch_tokens, self.bulk_batch_tokens)
+        return self.max_batch_tokens
 
 
 class Batcher:
     def __init__(self, encode: Callable[[list[str]], Vectors], limits: BatchLimits) -> None:
         self._encode = encode
         self._limits = limits
-        self._queue: deque[_Item] = deque()
+        # Iterated in this order: the query lane first.
+        self._lanes: dict[Priority, deque[_Item]] = {Priority.QUERY: deque(), Priority.BULK: deque()}
         self._arrived = asyncio.Event()
         # One thread: the backend parallelises inside a forward pass; two passes would fight.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder-model")
@@ -83,7 +97,7 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return sum(len(lane) for lane in self._lanes.values())
 
     def start(self) -> None:
         if self._worker is None:
@@ -95,24 +109,29 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
-        for item in self._queue:
-            if not item.job.future.done():
-                item.job.future.set_exception(ModelFailed("embedder is shutting down"))
-        self._queue.clear()
+        for lane in self._lanes.values():
+            for item in lane:
+                if not item.job.future.done():
+                    item.job.future.set_exception(ModelFailed("embedder is shutting down"))
+            lane.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def retry_after_s(self) -> int:
         """Seconds until the queue has likely drained: an honest Retry-After."""
         return max(1, int(np.ceil(self.queued * self._seconds_per_item)))
 
-    async def embed(self, texts: list[str], tokens: list[int]) -> Vectors:
+    async def embed(
+        self, texts: list[str], tokens: list[int], priority: Priority = Priority.QUERY
+    ) -> Vectors:
         """Vectors for ``texts`` (one row each, in order); raises QueueFull or ModelFailed."""
-        if len(self._queue) + len(texts) > self._limits.max_queue_items:
+        queued = self.queued
+        if queued + len(texts) > self._limits.max_queue_items:
             metrics.REJECTED.inc()
-            raise QueueFull(f"{len(self._queue)} texts queued; limit {self._limits.max_queue_items}")
-        job = _Job(texts, tokens, asyncio.get_running_loop().create_future(), time.perf_counter())
-        self._queue.extend(_Item(job, i) for i in range(len(texts)))
-        metrics.QUEUE_DEPTH.set(len(self._queue))
+            raise QueueFull(f"{queued} texts queued; limit {self._limits.max_queue_items}")
+        loop = asyncio.get_running_loop()
+        job = _Job(texts, tokens, priority, loop.create_future(), time.perf_counter())
+        self._lanes[priority].extend(_Item(job, i) for i in range(len(texts)))
+        metrics.QUEUE_DEPTH.set(queued + len(texts))
         self._arrived.set()
         # A cancelled caller leaves its future cancelled; the worker then skips its texts.
         return await job.future
@@ -121,19 +140,19 @@ class Batcher:
         while True:
             await self._gather()
             batch = self._take()
-            metrics.QUEUE_DEPTH.set(len(self._queue))
+            metrics.QUEUE_DEPTH.set(self.queued)
             if batch:
                 await self._execute(batch)
 
     async def _gather(self) -> None:
-        while not self._queue:
+        while not self.queued:
             self._arrived.clear()
             await self._arrived.wait()
         if not self._limits.merge_requests or self._limits.max_wait_s <= 0:
             return
         # Waiting only pays while the batch is short; a full queue runs at once.
         deadline = time.perf_counter() + self._limits.max_wait_s
-        while len(self._queue) < self._limits.max_batch_size:
+        while self.queued < self._limits.max_batch_size:
             left = deadline - time.perf_counter()
             if left <= 0:
                 return
@@ -144,29 +163,42 @@ class Batcher:
                 return
 
     def _take(self) -> list[_Item]:
+        lane = self._next_lane()
+        if lane is None:
+            return []
         limits = self._limits
+        budget = limits.batch_tokens(lane[0].job.priority)
         batch: list[_Item] = []
         longest = 0
-        while self._queue and len(batch) < limits.max_batch_size:
-            item = self._queue[0]
+        while lane and len(batch) < limits.max_batch_size:
+            item = lane[0]
             if item.job.future.done():  # caller gone (cancelled or failed): skip its texts
-                self._queue.popleft()
+                lane.popleft()
                 continue
             if batch and not limits.merge_requests and item.job is not batch[0].job:
                 break
             padded = max(longest, item.tokens) * (len(batch) + 1)
-            if batch and padded > limits.max_batch_tokens:
+            if batch and padded > budget:
                 break
             longest = max(longest, item.tokens)
-            batch.append(self._queue.popleft())
+            batch.append(lane.popleft())
         return batch
+
+    def _next_lane(self) -> deque[_Item] | None:
+        """The first lane, by priority, holding a text whose caller still waits."""
+        for lane in self._lanes.values():
+            while lane and lane[0].job.future.done():
+                lane.popleft()
+            if lane:
+                return lane
+        return None
 
     async def _execute(self, batch: list[_Item]) -> None:
         # Longest first: backends that split a batch get passes of like lengths (less padding).
         batch.sort(key=lambda item: item.tokens, reverse=True)
         started = time.perf_counter()
         for item in batch:
-            metrics.QUEUE_SECONDS.observe(started - item.job.enqueued_at)
+            metrics.QUEUE_SECONDS.labels(item.job.priority.value).observe(started - item.job.enqueued_at)
         loop = asyncio.get_running_loop()
         try:
             texts = [item.job.texts[item.index] for item in batch]

@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.config import ServiceSettings
+from services.embedder.precision import Precision
 
 Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
 
@@ -22,7 +23,14 @@ class EmbedderSettings(ServiceSettings):
         "auto",
         description=(
             "torch, onnx (CPU fp32), onnx-int8 (CPU, approximate) or auto:"
-            " torch fp16 on CUDA, else the fastest exact one measured."
+            " torch on CUDA, else the fastest exact one measured."
+        ),
+    )
+    precision: Precision = Field(
+        "auto",
+        description=(
+            "torch backend: fp32, bf16 (autocast) or auto: fp16 on CUDA, bf16 on a CPU with"
+            " native bf16 (AVX512-BF16, AMX, Arm BF16), else fp32."
         ),
     )
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:N.")
@@ -36,6 +44,14 @@ class EmbedderSettings(ServiceSettings):
     max_batch_size: int = Field(32, gt=0, description="Most texts in one batch.")
     max_batch_tokens: int = Field(
         16384, gt=0, description="Most padded tokens (texts x longest) in one batch."
+    )
+    bulk_batch_tokens: int = Field(
+        1024,
+        gt=0,
+        description=(
+            "Most padded tokens in one batch of bulk texts (ingest), so a query waits at most"
+            " one such pass; queries go first."
+        ),
     )
     max_wait_ms: float = Field(
         2.0, ge=0, description="How long an idle batcher waits for more texts before running a batch."

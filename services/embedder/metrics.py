@@ -12,7 +12,8 @@ BATCH_SIZE = Histogram(
 QUEUE_DEPTH = Gauge("quarry_embedder_queue_depth", "Texts waiting for a batch.")
 QUEUE_SECONDS = Histogram(
     "quarry_embedder_queue_seconds",
-    "Time a text waits in the queue before its forward pass starts.",
+    "Time a text waits in the queue before its forward pass starts, by priority (query, bulk).",
+    ["priority"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 MODEL_SECONDS = Histogram(

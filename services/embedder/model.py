@@ -20,6 +20,7 @@ Vectors = npt.NDArray[np.float32]
 class EmbeddingModel(Protocol):
     backend: str
     device: str
+    precision: str
     dimensions: int
     max_tokens: int
 
@@ -64,6 +65,8 @@ def load_model(settings: EmbedderSettings) -> EmbeddingModel:
     if backend in ("onnx", "onnx-int8"):
         if device != "cpu":
             raise ValueError(f"the {backend} backend runs on cpu only")
+        if settings.precision == "bf16":
+            raise ValueError("precision bf16 needs the torch backend")
         from services.embedder.onnx_model import OnnxEmbeddingModel
 
         return OnnxEmbeddingModel(
@@ -71,7 +74,7 @@ def load_model(settings: EmbedderSettings) -> EmbeddingModel:
         )
     from services.embedder.torch_model import TorchEmbeddingModel
 
-    return TorchEmbeddingModel(settings.model, device, settings.threads)
+    return TorchEmbeddingModel(settings.model, device, settings.threads, settings.precision)
 
 
 _CPU_DEFAULT_BACKEND: Backend = "torch"

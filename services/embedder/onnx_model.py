@@ -34,6 +34,7 @@ class OnnxEmbeddingModel:
         self.max_tokens: int = int(source.max_seq_length)
         self._tokenizer = source.tokenizer
         self.backend = "onnx-int8" if int8 else "onnx"
+        self.precision = "int8" if int8 else "fp32"
         path = _exported_model(source, model or default_model_path(), cache_dir, int8)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

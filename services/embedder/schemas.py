@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from services.embedder.priority import Priority
+
 
 class EmbeddingRequest(BaseModel):
     input: str | list[str]
@@ -15,6 +17,8 @@ class EmbeddingRequest(BaseModel):
     user: str | None = None
     # Quarry extension: cut over-long inputs to the model's limit instead of failing.
     truncate: bool = False
+    # Quarry extension: queries run before bulk texts; unset, one text is a query, a list bulk.
+    priority: Priority | None = None
 
 
 class EmbeddingData(BaseModel):

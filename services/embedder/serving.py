@@ -11,6 +11,7 @@ from services.common.errors import APIError
 from services.embedder.batcher import Batcher, ModelFailed, QueueFull
 from services.embedder.config import EmbedderSettings
 from services.embedder.model import EmbeddingModel, Vectors
+from services.embedder.priority import Priority, default_priority
 from services.embedder.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
 
 # Tokenising a few texts takes microseconds; more would stall the event loop.
@@ -36,7 +37,8 @@ class EmbeddingService:
         if not request.truncate:
             self._check_lengths(tokens, limit)
         billed = [min(n, limit) for n in tokens]
-        vectors = await self._vectors(texts, billed)
+        priority = request.priority or default_priority(len(texts))
+        vectors = await self._vectors(texts, billed, priority)
         if request.dimensions is not None and request.dimensions < vectors.shape[1]:
             vectors = _shorten(vectors, request.dimensions)
         data = [
@@ -104,9 +106,9 @@ class EmbeddingService:
             return self.model.count_tokens(texts)
         return await run_in_threadpool(self.model.count_tokens, texts)
 
-    async def _vectors(self, texts: list[str], tokens: list[int]) -> Vectors:
+    async def _vectors(self, texts: list[str], tokens: list[int], priority: Priority) -> Vectors:
         try:
-            return await self.batcher.embed(texts, tokens)
+            return await self.batcher.embed(texts, tokens, priority)
         except QueueFull as exc:
             retry = self.batcher.retry_after_s()
             raise APIError(

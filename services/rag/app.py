@@ -38,7 +38,10 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
         socket_timeout=settings.cache_timeout_s,
         socket_connect_timeout=settings.cache_timeout_s,
     )
-    embeddings = EmbeddingsClient(settings.embedder_url, settings.embedding_model, settings.embed_timeout_s)
+    # Someone waits on every text rag embeds: the embedder runs them ahead of ingest's.
+    embeddings = EmbeddingsClient(
+        settings.embedder_url, settings.embedding_model, settings.embed_timeout_s, priority="query"
+    )
     chat = ChatClient(settings.llm_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_s)
     retriever = Retriever(settings.milvus_uri, settings.milvus_token, RetrievalConfig.from_settings(settings))
 

@@ -11,6 +11,7 @@ import pytest
 
 from services.embedder.batcher import Batcher, BatchLimits, ModelFailed, QueueFull
 from services.embedder.model import Vectors
+from services.embedder.priority import Priority
 
 
 class _Recorder:
@@ -41,8 +42,8 @@ def _vector(text: str) -> Vectors:
     return rng.standard_normal(8).astype(np.float32)
 
 
-def _limits(**overrides: float | bool) -> BatchLimits:
-    values: dict[str, float | bool] = {
+def _limits(**overrides: float | bool | None) -> BatchLimits:
+    values: dict[str, float | bool | None] = {
         "max_batch_size": 64,
         "max_batch_tokens": 100_000,
         "max_wait_s": 0.0,
@@ -158,3 +159,68 @@ async def test_cancelled_callers_texts_are_skipped(recorder: _Recorder) -> None:
     await asyncio.gather(kept, first)
     await batcher.stop()
     assert recorder.batches[1:] == [["kept"]]
+
+
+async def test_queries_run_before_bulk_texts_queued_earlier(recorder: _Recorder) -> None:
+    batcher = await _batcher(recorder, _limits(max_batch_size=4))
+    first = await _blocked(batcher, recorder)
+    bulk = asyncio.create_task(batcher.embed([f"bulk {i}" for i in range(8)], [1] * 8, Priority.BULK))
+    await asyncio.sleep(0)
+    queries = [asyncio.create_task(batcher.embed([f"query {i}"], [1], Priority.QUERY)) for i in range(2)]
+    await asyncio.sleep(0)
+    recorder.hold.set()
+    await asyncio.gather(bulk, first, *queries)
+    await batcher.stop()
+
+    # The held pass, then both queries in a pass of their own, then the bulk texts in order.
+    assert [sorted(b) for b in recorder.batches[1:]] == [
+        ["query 0", "query 1"],
+        [f"bulk {i}" for i in range(4)],
+        [f"bulk {i}" for i in range(4, 8)],
+    ]
+
+
+async def test_a_query_arriving_mid_bulk_waits_for_one_bulk_pass_only(recorder: _Recorder) -> None:
+    batcher = await _batcher(recorder, _limits(bulk_batch_tokens=3))
+    recorder.hold.clear()
+    bulk = asyncio.create_task(batcher.embed([f"b{i}" for i in range(9)], [1] * 9, Priority.BULK))
+    await asyncio.to_thread(recorder.started.wait, 10)  # the bulk's first pass is running
+    query = asyncio.create_task(batcher.embed(["query"], [1], Priority.QUERY))
+    await asyncio.sleep(0)
+    recorder.hold.set()
+    await asyncio.gather(bulk, query)
+    await batcher.stop()
+
+    # In arrival order the query would come fourth, after every bulk pass.
+    assert [sorted(b) for b in recorder.batches] == [
+        ["b0", "b1", "b2"],
+        ["query"],
+        ["b3", "b4", "b5"],
+        ["b6", "b7", "b8"],
+    ]
+
+
+async def test_bulk_batches_keep_to_their_smaller_token_budget(recorder: _Recorder) -> None:
+    batcher = await _batcher(recorder, _limits(max_batch_tokens=1000, bulk_batch_tokens=30))
+    first = await _blocked(batcher, recorder)
+    bulk = asyncio.create_task(batcher.embed([f"b{i}" for i in range(6)], [10] * 6, Priority.BULK))
+    query = asyncio.create_task(batcher.embed([f"q{i}" for i in range(6)], [10] * 6, Priority.QUERY))
+    await asyncio.sleep(0)
+    recorder.hold.set()
+    await asyncio.gather(bulk, query, first)
+    await batcher.stop()
+
+    assert [len(b) for b in recorder.batches[1:]] == [6, 3, 3]  # queries whole, bulk by 30 tokens
+
+
+async def test_cancelled_query_lets_bulk_texts_run(recorder: _Recorder) -> None:
+    batcher = await _batcher(recorder, _limits())
+    first = await _blocked(batcher, recorder)
+    gone = asyncio.create_task(batcher.embed(["gone"], [1], Priority.QUERY))
+    bulk = asyncio.create_task(batcher.embed(["bulk"], [1], Priority.BULK))
+    await asyncio.sleep(0)
+    gone.cancel()
+    recorder.hold.set()
+    await asyncio.gather(bulk, first)
+    await batcher.stop()
+    assert recorder.batches[1:] == [["bulk"]]
