@@ -201,9 +201,13 @@ def build_router() -> APIRouter:
 
     @router.get(
         "/v1/status",
-        summary="Every service's readiness (scope: admin or ops)",
+        summary="Every service's readiness and live figures (scope: admin or ops)",
         description="Each service's own /health/ready, probed now with a short timeout; `status` is "
-        "`ready` only when every service is.",
+        "`ready` only when every service is. `figures` per service, from its own /metrics: "
+        "`requests_total`, `requests_per_s` (since this gateway's previous scrape, null on the first), "
+        "`latency_p50_s`/`latency_p99_s` (estimated from the histogram buckets), and where the "
+        "service has them `cache_hit_rate`, `degraded_answers_total`, `queue_depth`; "
+        '`{"error": ...}` when /metrics could not be read.',
         openapi_extra=scoped("admin", "ops"),
     )
     async def suite_status(

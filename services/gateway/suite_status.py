@@ -1,4 +1,5 @@
-"""GET /v1/status: every service's readiness, as each service's own /health/ready reports it."""
+"""GET /v1/status: every service's readiness, as each service's own /health/ready reports it,
+and a few live figures from its own /metrics (see suite_figures)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from types import TracebackType
 from typing import Any
 
 import httpx2
+from prometheus_client import generate_latest
+
+from services.gateway.suite_figures import FigureKeeper
 
 # A status page must answer even when a service hangs: each probe has this long.
 PROBE_TIMEOUT_S = 2.0
@@ -20,6 +24,7 @@ class StatusBoard:
         self._services = {name: url.rstrip("/") for name, url in services.items() if url}
         self._own_ready = own_ready
         self._client: httpx2.AsyncClient | None = None
+        self._figures = FigureKeeper()
 
     async def __aenter__(self) -> StatusBoard:
         self._client = httpx2.AsyncClient(timeout=PROBE_TIMEOUT_S, trust_env=False)
@@ -31,14 +36,38 @@ class StatusBoard:
         if self._client is not None:
             await self._client.aclose()
 
+    def _read_figures(self, service: str, text: str) -> dict[str, Any]:
+        try:
+            return self._figures.update(service, text)
+        except ValueError:  # not Prometheus text: a proxy's error page, say
+            return {"error": "unparsable"}
+
     async def _own(self) -> dict[str, Any]:
+        # The gateway's own registry, read in-process: the same text its /metrics serves.
+        figures = self._read_figures("gateway", generate_latest().decode())
         try:
             await asyncio.wait_for(self._own_ready(), PROBE_TIMEOUT_S)
         except Exception as exc:  # the kind only: an error's text names internal hosts
-            return {"status": "unready", "checks": {"redis": f"error: {type(exc).__name__}"}}
-        return {"status": "ready", "checks": {"redis": "ok"}}
+            checks = {"redis": f"error: {type(exc).__name__}"}
+            return {"status": "unready", "checks": checks, "figures": figures}
+        return {"status": "ready", "checks": {"redis": "ok"}, "figures": figures}
 
-    async def _probe(self, url: str) -> dict[str, Any]:
+    async def _scrape(self, name: str, url: str) -> dict[str, Any]:
+        if self._client is None:
+            raise RuntimeError("the status client is opened by the app's lifespan")
+        try:
+            response = await self._client.get(f"{url}/metrics")
+        except httpx2.HTTPError as exc:
+            return {"error": type(exc).__name__}
+        if response.status_code != 200:
+            return {"error": f"http {response.status_code}"}
+        return self._read_figures(name, response.text)
+
+    async def _probe(self, name: str, url: str) -> dict[str, Any]:
+        ready, figures = await asyncio.gather(self._ready(url), self._scrape(name, url))
+        return {**ready, "figures": figures}
+
+    async def _ready(self, url: str) -> dict[str, Any]:
         if self._client is None:
             raise RuntimeError("the status client is opened by the app's lifespan")
         try:
@@ -57,7 +86,7 @@ class StatusBoard:
 
     async def report(self) -> dict[str, Any]:
         names = list(self._services)
-        probes = await asyncio.gather(self._own(), *(self._probe(self._services[n]) for n in names))
+        probes = await asyncio.gather(self._own(), *(self._probe(n, self._services[n]) for n in names))
         services = dict(zip(["gateway", *names], probes, strict=True))
         ready = all(s["status"] == "ready" for s in services.values())
         return {"status": "ready" if ready else "degraded", "services": services}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import openai
 import pytest
@@ -104,3 +106,33 @@ async def test_status_lists_every_service_for_admin_and_ops_keys_only(
     for scopes in ({"query"}, {"ingest"}):
         refused = await gateway.get("/v1/status", headers=_auth(await make_key(scopes)))
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "insufficient_scope"
+
+
+async def test_status_figures_come_from_each_services_metrics_and_grow(
+    gateway: httpx.AsyncClient, make_key: KeyFactory
+) -> None:
+    headers = _auth(await make_key({"ops"}))
+    before = (await gateway.get("/v1/status", headers=headers)).json()["services"]
+    for name in ("gateway", "rag", "ingest", "embedder", "llm"):
+        figures = before[name]["figures"]
+        assert "error" not in figures, (name, figures)
+        assert figures["requests_total"] >= 0
+    assert "degraded_answers_total" in before["rag"]["figures"]
+    assert "queue_depth" in before["embedder"]["figures"] and "queue_depth" in before["llm"]["figures"]
+
+    query_key = await make_key({"query"})
+    for _ in range(3):
+        searched = await gateway.post(
+            "/v1/search", json={"query": "figures", "collection": "nothing_here"}, headers=_auth(query_key)
+        )
+        assert searched.status_code < 500, searched.text
+    await asyncio.sleep(0.6)  # longer than the shortest window a rate is given for
+    after = (await gateway.get("/v1/status", headers=headers)).json()["services"]
+    for name in ("gateway", "rag"):
+        old, new = before[name]["figures"], after[name]["figures"]
+        assert new["requests_total"] >= old["requests_total"] + 3, (name, old, new)
+        assert new["requests_per_s"] is not None and new["requests_per_s"] > 0
+        p50, p99 = new["latency_p50_s"], new["latency_p99_s"]
+        assert 0 < p50 <= p99 <= 60, (name, new)
+    hit_rate = after["rag"]["figures"].get("cache_hit_rate")
+    assert hit_rate is None or 0.0 <= hit_rate <= 1.0
