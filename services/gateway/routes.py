@@ -158,6 +158,7 @@ def build_router() -> APIRouter:
 
     def forward_to_ingest(route_path: str) -> Callable[..., Coroutine[Any, Any, Response]]:
         formatted = path_format(route_path)
+        lists_jobs = route_path == "/v1/jobs"  # a listing is narrowed to the key's collections
 
         async def ingest(
             request: Request, limits: Response, key: ApiKey = Depends(limited("ingest"))
@@ -169,9 +170,7 @@ def build_router() -> APIRouter:
                 collection = str(payload.get("name", ""))
             if collection is not None:
                 check_collection(key, collection)
-            params = request.url.query
-            if request.url.path == "/v1/jobs":
-                params = _job_filters(request, key)
+            params = _job_filters(request, key) if lists_jobs else request.url.query
             upstream: Upstream = request.app.state.ingest
             sent = upstream.send(
                 request.method,
