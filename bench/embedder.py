@@ -1,12 +1,14 @@
 """Embedder throughput: the bare model vs the service with and without dynamic batching.
 
     .venv/bin/python -m bench.embedder --seconds 12 --rounds 3
+    .venv/bin/python -m bench.embedder --precision-only --seconds 8 --rounds 3
 
 (a) the bare model, ``encode`` on one big batch (the limit); (b) the service under
 ``--clients`` concurrent clients each sending one text at a time; (c) the same
 service with batching off (one request, one forward pass). Also the backends
-side by side offline, to pick the CPU default. All in one run, so the ratios
-compare like with like on a shared machine.
+side by side offline, to pick the CPU default, and the torch backend in fp32 and
+bf16 (texts/s per round, and the least cosine between their vectors of the same
+texts). All in one run, so the ratios compare like with like on a shared machine.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.rounds import in_turn
 from services.cli.suite import start_service
 from services.common.http_client import create_http2_client
 from services.embedder.config import EmbedderSettings
@@ -52,8 +55,8 @@ def _texts(count: int, words: int) -> list[str]:
     return texts
 
 
-def _offline(backend: str, texts: list[str], batch: int, seconds: float) -> float:
-    model = load_model(EmbedderSettings(backend=backend))  # type: ignore[arg-type]
+def _offline(backend: str, texts: list[str], batch: int, seconds: float, precision: str = "auto") -> float:
+    model = load_model(EmbedderSettings(backend=backend, precision=precision))  # type: ignore[arg-type]
     model.encode(texts[:batch])  # warm-up
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -101,6 +104,28 @@ def _served(name: str, env: dict[str, str], texts: list[str], args: argparse.Nam
     return _Result(name, rate, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))
 
 
+def _precisions(texts: list[str], batch: int, args: argparse.Namespace) -> None:
+    """torch fp32 against bf16, alternated each round; and how far bf16 moves the vectors."""
+    vectors = {}
+    for precision in ("fp32", "bf16"):
+        model = load_model(EmbedderSettings(backend="torch", precision=precision))  # type: ignore[arg-type]
+        vectors[precision] = np.concatenate(
+            [model.encode(texts[i : i + batch]) for i in range(0, len(texts), batch)]
+        )
+        del model
+    cosine = float(np.sum(vectors["fp32"] * vectors["bf16"], axis=1).min())
+    print(f"\ntorch, {args.words}-word texts, batch {batch}, texts/s; least cosine bf16/fp32 {cosine:.6f}")
+    print("| round | fp32 | bf16 | bf16/fp32 |\n|---|---:|---:|---:|")
+    totals = {"fp32": 0.0, "bf16": 0.0}
+    for round_ in range(args.rounds):
+        rates = {p: _offline("torch", texts, batch, args.seconds, p) for p in in_turn(totals, round_)}
+        for precision, rate in rates.items():
+            totals[precision] += rate
+        ratio = rates["bf16"] / rates["fp32"]
+        print(f"| {round_ + 1} | {rates['fp32']:.1f} | {rates['bf16']:.1f} | {ratio:.2f}x |", flush=True)
+    print(f"| all | | | {totals['bf16'] / totals['fp32']:.2f}x |")
+
+
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:,.1f}"
 
@@ -113,11 +138,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="(a), (b), (c) alternated this many times")
     parser.add_argument("--backend", default="", help="backend of (a)-(c); default: the service's")
     parser.add_argument("--backends", default="torch,onnx,onnx-int8", help="offline comparison")
+    parser.add_argument("--precision-only", action="store_true", help="only torch fp32 against bf16")
     args = parser.parse_args()
     texts = _texts(512, args.words)
     settings = EmbedderSettings()
     backend = args.backend or settings.backend
     batch = settings.max_batch_size
+    _precisions(texts, batch, args)
+    if args.precision_only:
+        return
 
     print(f"offline, {args.words}-word texts, texts/s (batch 1 / batch {batch}):")
     for name in args.backends.split(","):
