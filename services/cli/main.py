@@ -22,10 +22,12 @@ from services.cli.api_key import DEFAULT_DATA_DIR, DEV_KEY_FILE, api_key
 from services.cli.eval import eval_command
 from services.cli.keys import keys_app
 from services.cli.suite import Child, Suite, SuiteError
+from services.cli.variants import variants_app
 from services.gateway.keys import SCOPES
 
 app = typer.Typer(help="Quarry: a RAG microservice suite.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(variants_app, name="variants")
 console = Console()
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8100"

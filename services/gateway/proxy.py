@@ -148,8 +148,9 @@ class Upstream:
         body: bytes | None = None,
         content_type: str | None = None,
         params: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
-        headers = _context_headers()
+        headers = {**_context_headers(), **(headers or {})}
         if content_type:
             headers["content-type"] = content_type
         url = self._url(path)

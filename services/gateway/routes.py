@@ -24,6 +24,8 @@ from services.gateway.suite_status import StatusBoard
 from services.gateway.usage import DoneEvents, tokens_in_body
 
 DEGRADED_HEADER = "x-quarry-degraded"
+# rag learns who asked from this header alone (rag is reached through the gateway only).
+KEY_ID_HEADER = "x-quarry-key-id"
 _JSON = "application/json"
 # A cached answer is back sooner than this: only a slower call gets a watch on its client.
 _WATCH_AFTER_S = 0.005
@@ -123,11 +125,16 @@ def build_router() -> APIRouter:
     async def query(request: Request, limits: Response, key: ApiKey = Depends(limited("query"))) -> Response:
         body, payload = await _json_object(request)
         check_collection(key, _collection_of(payload))
+        if payload.get("variant") is not None and "admin" not in key.scopes:
+            raise APIError(403, "variant_pin_forbidden", "only an admin key may pin an answer variant")
         metering: Metering = request.app.state.metering
         reservation = await metering.reserve(key, request.state.degraded)
         rag: Upstream = request.app.state.rag
         try:
-            reply = await _relay(request, rag.send("POST", "/v1/query", body=body, content_type=_JSON))
+            sent = rag.send(
+                "POST", "/v1/query", body=body, content_type=_JSON, headers={KEY_ID_HEADER: key.key_id}
+            )
+            reply = await _relay(request, sent)
         except APIError:
             await reservation.settle(0)  # the gateway's own error answer: no answer reached the client
             raise
@@ -154,6 +161,39 @@ def build_router() -> APIRouter:
         check_collection(key, _collection_of(payload))
         rag: Upstream = request.app.state.rag
         reply = await _relay(request, rag.send("POST", "/v1/search", body=body, content_type=_JSON))
+        return _finish(reply.to_response(), request, limits)
+
+    @router.post(
+        "/v1/feedback",
+        summary="Rate an answer (scope: query)",
+        description="`answer_id` from a `/v1/query` answer (or its stream's `done` event), `rating` up "
+        "or down, an optional comment and the index of the sentence it concerns. Only the key that "
+        "asked may rate an answer; any other gets 404. Rating again replaces the rating.",
+        openapi_extra=scoped("query"),
+    )
+    async def feedback(
+        request: Request, limits: Response, key: ApiKey = Depends(limited("query"))
+    ) -> Response:
+        body, _ = await _json_object(request)
+        rag: Upstream = request.app.state.rag
+        sent = rag.send(
+            "POST", "/v1/feedback", body=body, content_type=_JSON, headers={KEY_ID_HEADER: key.key_id}
+        )
+        reply = await _relay(request, sent)
+        return _finish(reply.to_response(), request, limits)
+
+    @router.get(
+        "/v1/variants",
+        summary="The answer variants and their traffic shares (scope: admin)",
+        description="Forwarded to rag: each variant's `name@version`, weight, share of traffic, and "
+        "which is the control.",
+        openapi_extra=scoped("admin"),
+    )
+    async def variants(
+        request: Request, limits: Response, key: ApiKey = Depends(limited("admin"))
+    ) -> Response:
+        rag: Upstream = request.app.state.rag
+        reply = await _relay(request, rag.send("GET", "/v1/variants"))
         return _finish(reply.to_response(), request, limits)
 
     def forward_to_ingest(route_path: str) -> Callable[..., Coroutine[Any, Any, Response]]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -128,4 +129,25 @@ class RagSettings(ServiceSettings):
     )
     sentence_cache_size: int = Field(
         20_000, description="Source-sentence vectors kept in memory (384 floats each for MiniLM)."
+    )
+    # Answer variants and records (docs/variants.md).
+    variants_file: Path | None = Field(
+        None, description="YAML file of answer variants and their weights; empty: one variant, `default@1`."
+    )
+    variants_max: int = Field(
+        8, ge=1, le=64, description="Most variants a file may hold (bounds metric labels)."
+    )
+    variants_reload_s: float = Field(
+        2.0, gt=0, description="How often the variant file is checked for changes."
+    )
+    records_redis_url: str = Field(
+        "", description="Redis for answer records and feedback (empty: redis_url); wants persistence on."
+    )
+    records_retention_days: float = Field(
+        30.0, gt=0, description="Days an answer record and its feedback are kept."
+    )
+    records_queue_max: int = Field(
+        10_000,
+        ge=1,
+        description="Answer records held in memory while Redis is unreachable; the oldest go first.",
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -76,6 +76,78 @@ TOP1_DRIFT = Gauge(
 )
 
 
+# Per variant. Variants are few (variants_max bounds the file), and a variant dropped from
+# the file has its series removed, so these labels stay bounded.
+VARIANT_ANSWERS = Counter(
+    "quarry_rag_variant_answers_total",
+    "Answers per variant (name@version), by what wrote them (none: abstained) and whether cached.",
+    ["variant", "answered_by", "cached"],
+)
+VARIANT_STAGE_SECONDS = Histogram(
+    "quarry_rag_variant_stage_duration_seconds",
+    "Time per stage of a query, per variant (total included).",
+    ["variant", "stage"],
+    buckets=_FAST_BUCKETS,
+)
+VARIANT_TOKENS = Counter(
+    "quarry_rag_variant_tokens_total",
+    "LLM tokens per variant, by kind: prompt or completion.",
+    ["variant", "kind"],
+)
+VARIANT_COST = Counter(
+    "quarry_rag_variant_cost_total",
+    "Estimated cost of answers per variant (the variant's own prices).",
+    ["variant"],
+)
+VARIANT_SUPPORTED_SHARE = Histogram(
+    "quarry_rag_variant_supported_share",
+    "Share of an answer's shown sentences that a source supports, per variant.",
+    ["variant"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+VARIANT_FEEDBACK = Counter(
+    "quarry_rag_variant_feedback_total",
+    "Feedback on answers per variant, by rating: up or down.",
+    ["variant", "rating"],
+)
+VARIANT_DRIFT = Gauge(
+    "quarry_rag_variant_retrieval_drift_ratio",
+    "Retrieval drift (see quarry_rag_retrieval_drift_ratio) per variant.",
+    ["variant"],
+)
+VARIANT_RELOADS = Counter(
+    "quarry_rag_variant_reloads_total",
+    "Rereads of the variant file: applied, or rejected (invalid, or a version's pipeline changed).",
+    ["result"],
+)
+RECORDS_PENDING = Gauge(
+    "quarry_rag_answer_records_pending", "Answer records queued, not yet written to Redis."
+)
+RECORDS_WRITTEN = Counter("quarry_rag_answer_records_written_total", "Answer records written to Redis.")
+RECORDS_WRITE_ERRORS = Counter(
+    "quarry_rag_answer_records_write_errors_total", "Failed writes of answer records (retried with backoff)."
+)
+RECORDS_DROPPED = Counter(
+    "quarry_rag_answer_records_dropped_total",
+    "Answer records dropped because the queue was full while Redis was unreachable.",
+)
+
+_VariantMetric = Counter | Gauge | Histogram
+_variant_series: dict[str, set[tuple[_VariantMetric, tuple[str, ...]]]] = {}
+
+
+def for_variant(metric: _VariantMetric, variant: str, *labels: str) -> Any:
+    """The metric's child for this variant (noted, so :func:`forget_variant` can remove it)."""
+    _variant_series.setdefault(variant, set()).add((metric, labels))
+    return metric.labels(variant, *labels)
+
+
+def forget_variant(variant: str) -> None:
+    """Removes a variant's series once it has left the file."""
+    for metric, labels in _variant_series.pop(variant, set()):
+        metric.remove(variant, *labels)
+
+
 def record_answer(
     draft: Draft, share: float, grounded: bool, redacted: list[str], degraded: list[str]
 ) -> None:
@@ -97,7 +169,9 @@ class DriftTracker:
     something to compare with; afterwards it follows the recent mean slowly (``alpha``).
     """
 
-    def __init__(self, window: int = 200, alpha: float = 0.002) -> None:
+    def __init__(self, window: int = 200, alpha: float = 0.002, drift_gauge: Any = None) -> None:
+        """``drift_gauge``: where the drift goes (a variant's); None: the suite-wide gauges."""
+        self._gauge = drift_gauge
         self._recent: deque[float] = deque(maxlen=window)
         self._alpha = alpha
         self.baseline: float | None = None
@@ -119,6 +193,9 @@ class DriftTracker:
                 self.baseline = self.recent
         else:
             self.baseline += self._alpha * (score - self.baseline)
+        if self._gauge is not None:
+            self._gauge.set(self.drift)
+            return
         TOP1_RECENT.set(self.recent)
         TOP1_BASELINE.set(self.baseline if self.baseline is not None else self.recent)
         TOP1_DRIFT.set(self.drift)

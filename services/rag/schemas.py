@@ -18,6 +18,7 @@ from pydantic import (
 
 from services.common.vector_schema import COLLECTION_NAME_PATTERN
 from services.rag.retrieval.filters import MAX_FIELDS, MAX_IN_VALUES, compile_filters
+from services.rag.variants.spec import PIN_PATTERN
 
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
 Number = StrictInt | StrictFloat
@@ -80,6 +81,17 @@ class QueryRequest(BaseModel):
         description="Generated sentences no source supports: removed (then extract or abstain), or kept "
         "and marked supported=false. Default: the service's setting.",
     )
+    user: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Your end user's stable id: keeps them on one answer variant (default: the API key).",
+    )
+    variant: str | None = Field(
+        default=None,
+        pattern=PIN_PATTERN,
+        description="Pin an answer variant, `name` or `name@version` (admin keys only).",
+    )
 
 
 class Citation(BaseModel):
@@ -120,6 +132,8 @@ class Safety(BaseModel):
 
 
 class QueryResponse(BaseModel):
+    answer_id: str = Field("", description="This answer's id, for `POST /v1/feedback`.")
+    variant: str = Field("", description="The answer variant that answered, `name@version`.")
     answer: str
     citations: list[Citation]
     usage: Usage
@@ -166,3 +180,37 @@ class SearchResponse(BaseModel):
     reranked: bool
     timings_ms: dict[str, float]
     request_id: str
+
+
+class FeedbackRequest(BaseModel):
+    answer_id: str = Field(pattern=r"^ans_[0-9a-f]{32}$")
+    rating: Literal["up", "down"]
+    comment: str | None = Field(default=None, max_length=2000)
+    sentence: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="The answer sentence it concerns (index in `answer_sentences`).",
+    )
+
+
+class FeedbackResponse(BaseModel):
+    answer_id: str
+    variant: str
+    rating: str
+    request_id: str
+
+
+class VariantInfo(BaseModel):
+    id: str
+    name: str
+    version: int
+    weight: float
+    share: float = Field(description="Share of traffic it takes now.")
+    control: bool
+    description: str
+
+
+class VariantsResponse(BaseModel):
+    variants: list[VariantInfo]
+    source: str = Field(description="The variant file read, or `default` when none is set.")

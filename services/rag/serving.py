@@ -40,16 +40,18 @@ from services.rag.answer.llm_client import (
     GenerationRejected,
     GenerationUnavailable,
 )
-from services.rag.answer.prompt import PROMPT_VERSION, build_messages, select_sources
+from services.rag.answer.prompt import PROMPT_VERSION, SYSTEM_PROMPT, build_messages, select_sources
 from services.rag.answer.safety import injection_flags, redact
 from services.rag.answer.streaming import sse_event
 from services.rag.answer.token_limit import TokenLimit
 from services.rag.answer.verification import RULES_VERSION, Verdict, claims
+from services.rag.answer_records import RecordStore, new_answer_id
 from services.rag.cache import AnswerCache, CacheUnavailable, Lookup
 from services.rag.config import RagSettings
 from services.rag.resilience import DependencyUnavailable, GuardPolicy, named_guard
 from services.rag.retrieval.guarded import GuardedRetrieval
-from services.rag.retrieval.retriever import Hit
+from services.rag.retrieval.reranker import Reranker
+from services.rag.retrieval.retriever import Hit, RetrievalConfig
 from services.rag.schemas import (
     AnswerSentence,
     Citation,
@@ -59,6 +61,7 @@ from services.rag.schemas import (
     Usage,
     filter_expression,
 )
+from services.rag.variants.spec import VariantSpec
 
 _log = get_logger(__name__)
 
@@ -68,6 +71,7 @@ class _Query:
     """What the stages before answering found out about one request."""
 
     request: QueryRequest
+    key_id: str  # the API key that asked (from the gateway); "" when rag is called directly
     started: float
     injection: list[str]
     mode: str
@@ -105,8 +109,17 @@ class QueryService:
         breakers: AsyncCircuitBreakerFactory,
         grounding: Grounding,
         token_limit: TokenLimit,
+        variant: VariantSpec,
+        records: RecordStore,
+        reranker: Reranker | None,
+        suite_drift: rag_metrics.DriftTracker,
+        llm_breaker: str = "llm",
     ) -> None:
         self.settings = settings
+        self.variant = variant
+        self.records = records
+        self.reranker = reranker if variant.rerank else None
+        self.retrieval_config = RetrievalConfig.from_settings(settings)
         self.token_limit = token_limit
         self.cache = cache
         self.retrieval = retrieval
@@ -114,16 +127,24 @@ class QueryService:
         self.grounding = grounding
         s = settings
         self._cache_guard = named_guard(breakers, "redis", GuardPolicy(s.cache_timeout_s), CacheUnavailable)
-        self._llm_guard = named_guard(breakers, "llm", GuardPolicy(s.llm_timeout_s), GenerationUnavailable)
-        self._drift = rag_metrics.DriftTracker()
+        self._llm_guard = named_guard(
+            breakers, llm_breaker, GuardPolicy(s.llm_timeout_s), GenerationUnavailable
+        )
+        self._suite_drift = suite_drift
+        self._drift = rag_metrics.DriftTracker(
+            drift_gauge=rag_metrics.for_variant(rag_metrics.VARIANT_DRIFT, variant.id)
+        )
 
     def _cache_settings(self, query: _Query) -> dict[str, Any]:
         """Everything besides the question and collection that changes the answer."""
         request = query.request
-        retrieval = self.retrieval.retriever.config
+        retrieval = self.retrieval_config
         verify = self.grounding.verify_policy
         extract = self.grounding.extract_policy
         return {
+            "variant": self.variant.id,
+            "system_prompt": self.variant.system_prompt,
+            "rerank": self.reranker is not None,
             "top_k": request.top_k or self.settings.default_top_k,
             "max_tokens": query.max_tokens,
             "temperature": request.temperature,
@@ -159,13 +180,15 @@ class QueryService:
             ],
         }
 
-    async def answer(self, request: QueryRequest) -> QueryResponse:
-        query = await self._prepare(request)
+    async def answer(self, request: QueryRequest, key_id: str = "") -> QueryResponse:
+        query = await self._prepare(request, key_id)
         if query.cached is not None:
-            return self._from_cache(query)
-        draft, usage = await self._compose(query)
-        response = self._response(query, draft, usage)
-        await self._store(query, response)
+            response = self._from_cache(query)
+        else:
+            draft, usage = await self._compose(query)
+            response = self._response(query, draft, usage)
+            await self._store(query, response)
+        self._record(query, response)
         return response
 
     async def _compose(self, query: _Query) -> tuple[Draft, Usage]:
@@ -218,9 +241,9 @@ class QueryService:
         except GenerationRejected as exc:
             raise _rejected(exc) from exc
 
-    async def stream(self, request: QueryRequest) -> AsyncIterator[str]:
+    async def stream(self, request: QueryRequest, key_id: str = "") -> AsyncIterator[str]:
         """Runs every stage that can fail with an HTTP error now, then returns the event stream."""
-        query = await self._prepare(request)
+        query = await self._prepare(request, key_id)
         if query.cached is not None:
             return self._replay(query)
         evidence = await self.grounding.evidence(query.sources, query.generates) if query.relevant else None
@@ -237,7 +260,7 @@ class QueryService:
                 raise _rejected(exc) from exc
         return self._answer_events(query, evidence, stream)
 
-    async def _prepare(self, request: QueryRequest) -> _Query:
+    async def _prepare(self, request: QueryRequest, key_id: str) -> _Query:
         # The client's to fix, so refused before any work (and before the LLM would refuse it).
         limit = await self.token_limit.check(request.max_tokens)
         default = self.settings.default_max_tokens
@@ -253,7 +276,7 @@ class QueryService:
             )
         mode = request.answer_mode or self.settings.answer_mode
         unsupported = request.unsupported or self.settings.unsupported_sentences
-        query = _Query(request, time.perf_counter(), injection, mode, unsupported, max_tokens)
+        query = _Query(request, key_id, time.perf_counter(), injection, mode, unsupported, max_tokens)
 
         mark = time.perf_counter()
         try:
@@ -275,17 +298,24 @@ class QueryService:
         query.timings["embed"] = _ms(mark)
 
         mark = time.perf_counter()
+        top_k = request.top_k or self.settings.default_top_k
         hits = await self.retrieval.retrieve(
             request.collection,
             query.vector,
-            request.top_k or self.settings.default_top_k,
+            max(top_k, self.settings.rerank_depth) if self.reranker else top_k,
             query=request.question,
             filter_expr=filter_expression(request.filters),
+            config=self.retrieval_config,
         )
         query.timings["retrieve"] = _ms(mark)
+        if self.reranker is not None:
+            mark = time.perf_counter()
+            hits = (await self.reranker.rerank(request.question, hits))[:top_k]
+            query.timings["rerank"] = _ms(mark)
         query.sources = select_sources(hits, self.settings.max_context_tokens)
         best = relevance(query.sources)
         if best is not None:
+            self._suite_drift.observe(best)
             self._drift.observe(best)
         query.relevant = (
             bool(query.sources)
@@ -299,7 +329,9 @@ class QueryService:
         excerpts = None
         if evidence is not None and self.settings.prompt_sentences:
             excerpts = self.grounding.excerpts(query.asked, evidence, self.settings.prompt_sentences)
-        messages = build_messages(query.request.question, query.sources, excerpts)
+        messages = build_messages(
+            query.request.question, query.sources, excerpts, self.variant.system_prompt or SYSTEM_PROMPT
+        )
         return messages, query.max_tokens
 
     def _degrade_llm(self, query: _Query, exc: DependencyUnavailable) -> None:
@@ -349,6 +381,8 @@ class QueryService:
         rag_metrics.record_answer(draft, share, grounded, sorted(redacted), query.degraded)
         self._finish_timings(query)
         return QueryResponse(
+            answer_id=new_answer_id(),
+            variant=self.variant.id,
             answer=" ".join(lines) if lines else NO_ANSWER,
             citations=[_citation(n, query.sources[n - 1]) for n in cited],
             usage=usage,
@@ -384,7 +418,7 @@ class QueryService:
         lookup = query.cache
         if lookup is None or response.degraded:
             return
-        value = response.model_dump(exclude={"request_id", "timings_ms", "cached", "degraded"})
+        value = response.model_dump(exclude={"answer_id", "request_id", "timings_ms", "cached", "degraded"})
         # Every source the model saw, not just the cited ones: a replayed stream's `sources`
         # event must match what a generated one sends.
         value[_CACHED_SOURCES] = self._sources(query)
@@ -396,6 +430,56 @@ class QueryService:
             response.degraded.append("cache")
             rag_metrics.DEGRADED_ANSWERS.labels("cache").inc()
 
+    def _record(self, query: _Query, response: QueryResponse) -> None:
+        """The answer's record (queued for Redis) and its variant's figures."""
+        variant = self.variant
+        usage = response.usage
+        cost = variant.cost(usage.prompt_tokens, usage.completion_tokens)
+        cached = "true" if response.cached else "false"
+        rag_metrics.for_variant(rag_metrics.VARIANT_ANSWERS, variant.id, response.answered_by, cached).inc()
+        for stage, ms in response.timings_ms.items():
+            rag_metrics.for_variant(rag_metrics.VARIANT_STAGE_SECONDS, variant.id, stage).observe(ms / 1000)
+        if not response.cached:
+            rag_metrics.for_variant(rag_metrics.VARIANT_TOKENS, variant.id, "prompt").inc(usage.prompt_tokens)
+            rag_metrics.for_variant(rag_metrics.VARIANT_TOKENS, variant.id, "completion").inc(
+                usage.completion_tokens
+            )
+            rag_metrics.for_variant(rag_metrics.VARIANT_COST, variant.id).inc(cost)
+        if response.answer_sentences:
+            rag_metrics.for_variant(rag_metrics.VARIANT_SUPPORTED_SHARE, variant.id).observe(
+                response.safety.supported_share
+            )
+        hits = query.sources if query.cached is None else []
+        self.records.submit(
+            {
+                "answer_id": response.answer_id,
+                "at": time.time(),
+                "key_id": query.key_id,
+                "user": query.request.user,
+                "collection": query.request.collection,
+                "question": query.request.question,
+                "variant": variant.id,
+                "stream": query.request.stream,
+                "cached": response.cached,
+                "answered_by": response.answered_by,
+                "answerable": response.answerable,
+                "retrieved": [
+                    {"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score, "relevance": h.dense_score}
+                    for h in hits
+                ]
+                or [
+                    {"chunk_id": c.chunk_id, "doc_id": c.doc_id, "score": c.score, "relevance": c.relevance}
+                    for c in response.citations
+                ],
+                "sentences": [s.model_dump(exclude={"evidence"}) for s in response.answer_sentences],
+                "timings_ms": response.timings_ms,
+                "tokens": {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
+                "cost": 0.0 if response.cached else cost,
+                "degraded": response.degraded,
+                "request_id": response.request_id,
+            }
+        )
+
     def _from_cache(self, query: _Query) -> QueryResponse:
         assert query.cached is not None
         self._finish_timings(query)
@@ -403,6 +487,7 @@ class QueryService:
         response = QueryResponse.model_validate(
             {
                 **cached,
+                "answer_id": new_answer_id(),
                 "cached": True,
                 "degraded": [],
                 "timings_ms": query.timings,
@@ -423,6 +508,7 @@ class QueryService:
         assert query.cached is not None
         sources = query.cached.get(_CACHED_SOURCES, [])
         response = self._from_cache(query)
+        self._record(query, response)
         yield sse_event("sources", {"sources": sources, "request_id": response.request_id})
         for i, text in enumerate(_answer_lines(response)):
             yield _token(text, i)
@@ -479,6 +565,7 @@ class QueryService:
             sent += 1
         response = self._response(query, draft, usage)
         await self._store(query, response)
+        self._record(query, response)
         yield sse_event("done", response.model_dump())
 
     async def _check(self, text: str, query: _Query, evidence: Evidence) -> list[Verdict]:

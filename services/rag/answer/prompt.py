@@ -40,7 +40,10 @@ def select_sources(hits: list[Hit], max_tokens: int) -> list[Hit]:
 
 
 def build_messages(
-    question: str, sources: list[Hit], excerpts: dict[int, list[str]] | None = None
+    question: str,
+    sources: list[Hit],
+    excerpts: dict[int, list[str]] | None = None,
+    system_prompt: str = SYSTEM_PROMPT,
 ) -> list[dict[str, str]]:
     """The prompt; with ``excerpts`` (source number → its sentences to show), only those
     sentences of those sources, numbered as the sources are."""
@@ -49,4 +52,4 @@ def build_messages(
     else:
         blocks = [f"[{n}] {sources[n - 1].title}\n{' '.join(excerpts[n])}" for n in sorted(excerpts)]
     user = "Sources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}\nAnswer:"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]

@@ -18,7 +18,14 @@ from services.rag import rag_metrics
 from services.rag.config import RagSettings
 from services.rag.resilience import DependencyUnavailable, GuardPolicy, named_guard
 from services.rag.retrieval.collection_loading import CollectionLoader
-from services.rag.retrieval.retriever import CollectionNotFound, Hit, Mode, RetrievalUnavailable, Retriever
+from services.rag.retrieval.retriever import (
+    CollectionNotFound,
+    Hit,
+    Mode,
+    RetrievalConfig,
+    RetrievalUnavailable,
+    Retriever,
+)
 
 _log = get_logger(__name__)
 
@@ -68,10 +75,11 @@ class GuardedRetrieval:
         query: str,
         mode: Mode | None = None,
         filter_expr: str = "",
+        config: RetrievalConfig | None = None,
     ) -> list[Hit]:
         async def search() -> list[Hit]:
             return await self.retriever.search(
-                collection, vector, top_k, query=query, mode=mode, filter_expr=filter_expr
+                collection, vector, top_k, query=query, mode=mode, filter_expr=filter_expr, config=config
             )
 
         async def search_or_reload() -> list[Hit]:

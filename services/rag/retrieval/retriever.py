@@ -98,13 +98,16 @@ class Retriever:
         query: str | None = None,
         mode: Mode | None = None,
         filter_expr: str = "",
+        config: RetrievalConfig | None = None,
     ) -> list[Hit]:
-        """The ``top_k`` best chunks; ``mode`` defaults to the configured one.
+        """The ``top_k`` best chunks; ``mode`` defaults to the configured one, and ``config``
+        (a variant's mode and fusion) to the retriever's own.
 
         ``filter_expr`` must come from :func:`services.rag.retrieval.filters.compile_filters`.
         Without query text only dense search is possible, so that is what runs.
         """
-        mode = mode or self.config.mode
+        config = config or self.config
+        mode = mode or config.mode
         if query is None or not query.strip():
             mode = "dense"
         if mode != "bm25" and vector is None:
@@ -114,7 +117,7 @@ class Retriever:
             return await self._ranked(collection, vs.DENSE, vector, top_k, filter_expr)
         if mode == "bm25":
             return await self._ranked(collection, vs.SPARSE, query, top_k, filter_expr)
-        depth = max(top_k, self.config.hybrid_depth)
+        depth = max(top_k, config.hybrid_depth)
         dense, bm25 = await asyncio.gather(
             self._ranked(collection, vs.DENSE, vector, depth, filter_expr),
             self._ranked(collection, vs.SPARSE, query, depth, filter_expr),
@@ -125,15 +128,16 @@ class Retriever:
             replace(
                 hit, score=score, dense_score=cosine.get(hit.chunk_id), bm25_score=lexical.get(hit.chunk_id)
             )
-            for hit, score in self.fuse(dense, bm25, top_k)
+            for hit, score in self.fuse(dense, bm25, top_k, config)
         ]
 
-    def fuse(self, dense: list[Hit], bm25: list[Hit], limit: int) -> list[tuple[Hit, float]]:
-        weights = (self.config.dense_weight, self.config.bm25_weight)
-        if self.config.fusion == "rrf":
-            return weighted_rrf(
-                [(dense, weights[0]), (bm25, weights[1])], self.config.rrf_k, limit, key=_chunk_id
-            )
+    def fuse(
+        self, dense: list[Hit], bm25: list[Hit], limit: int, config: RetrievalConfig | None = None
+    ) -> list[tuple[Hit, float]]:
+        config = config or self.config
+        weights = (config.dense_weight, config.bm25_weight)
+        if config.fusion == "rrf":
+            return weighted_rrf([(dense, weights[0]), (bm25, weights[1])], config.rrf_k, limit, key=_chunk_id)
         return weighted_score_fusion(
             [(dense, [h.score for h in dense], weights[0]), (bm25, [h.score for h in bm25], weights[1])],
             limit,

@@ -1,0 +1,1 @@
+"""Answer variants: named, versioned answer pipelines that share traffic by weight."""
