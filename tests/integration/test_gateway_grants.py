@@ -64,6 +64,9 @@ ROUTES = [
     Route("GET", "/v1/jobs", "ingest", 200, (200, "")),  # the list is cut to the grant
     Route("GET", "/v1/jobs/{job_id}", "ingest", 200, (403, "collection_forbidden")),
     Route("GET", "/v1/status", "admin ops", 200, (200, "")),  # names no collection
+    Route("GET", "/v1/variants", "admin", 200, (200, "")),  # names no collection
+    # In the grant: the key's own answer; out of it: another key's answer.
+    Route("POST", "/v1/feedback", "query", 200, (404, "answer_not_found"), body="feedback"),
     Route("POST", "/v1/keys", "admin", 201, (403, "grant_exceeded"), body="key"),
     Route("GET", "/v1/keys", "admin", 200, (200, "")),  # the list is cut to the grant
     Route("DELETE", "/v1/keys/{key_id}", "admin", 204, (404, "key_not_found")),
@@ -102,6 +105,16 @@ def _body(kind: str, collection: str, scope: str) -> dict[str, Any] | None:
         "key": {"name": "minted", "scopes": [scope], "collections": [collection]},
     }
     return bodies.get(kind)
+
+
+async def _answer_id(gateway: httpx.AsyncClient, key: str, collection: str) -> str:
+    answer = await gateway.post(
+        "/v1/query",
+        json={"question": "What does a key reach?", "collection": collection, "answer_mode": "extractive"},
+        headers={"authorization": f"Bearer {key}"},
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["answer_id"])
 
 
 CASES = [
@@ -143,10 +156,18 @@ async def test_authorisation_matrix(
                 "job_id": tenants.jobs.get(collection, "0" * 32),
                 "key_id": target.key_id,
             }
+            body = _body(route.body, collection, scope)
+            if route.body == "feedback":
+                asker = (
+                    secret
+                    if in_grant and allowed
+                    else (await store.create("asker", {"query"}, grant, "1000/minute"))[0]
+                )
+                body = {"answer_id": await _answer_id(gateway, asker, tenants.mine), "rating": "up"}
             response = await gateway.request(
                 route.method,
                 route.path.format_map(params),
-                json=_body(route.body, collection, scope),
+                json=body,
                 headers={"authorization": f"Bearer {secret}"},
             )
             if not allowed:
