@@ -14,6 +14,7 @@ first citation is a relevant document, and how often it abstains.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,12 +23,28 @@ from typing import Any
 
 import httpx
 
+from services.rag.variants.spec import PIN_PATTERN
+
 # Name → the request fields that select it.
 VARIANTS: dict[str, dict[str, str]] = {
     "auto": {"answer_mode": "auto"},
     "extractive": {"answer_mode": "extractive"},
     "unverified": {"answer_mode": "generate", "unsupported": "mark"},
 }
+# Any other name is one of rag's answer variants (docs/variants.md), pinned: an admin key's right,
+# so a variant is scored before it takes traffic.
+_PINNED = re.compile(PIN_PATTERN)
+
+
+def request_fields(name: str) -> dict[str, str]:
+    """The request fields that select an answer mode by name, or pin the variant of that name."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    if not _PINNED.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is neither {', '.join(VARIANTS)} nor a variant name (name or name@version)"
+        )
+    return {"variant": name}
 
 
 @dataclass(frozen=True)
@@ -142,7 +159,7 @@ def run_answers(
         # Variants take turns going first, so none is always the one that warms a cache.
         order = names[i % len(names) :] + names[: i % len(names)]
         for name in order:
-            body, latency_ms = ask(client, item.question, collection, VARIANTS[name])
+            body, latency_ms = ask(client, item.question, collection, request_fields(name))
             tallies[name].add(item, body, latency_ms)
     return tallies
 

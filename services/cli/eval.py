@@ -177,7 +177,8 @@ def eval_command(
     variant: Annotated[
         list[str] | None,
         typer.Option(
-            help="Answer variants: auto, extractive, unverified (default: all; claims: extractive)."
+            help="Answer modes auto, extractive, unverified (default: all; claims: extractive), or the "
+            "name of an answer variant (name or name@version), pinned (needs an admin key)."
         ),
     ] = None,
     collection: Annotated[str, typer.Option(help="Collection asked (--answers, --claims).")] = "docs",
@@ -237,9 +238,11 @@ def _answer_eval(
 ) -> None:
     from services.cli import answer_eval
 
-    unknown = set(variant or []) - set(answer_eval.VARIANTS)
-    if unknown:
-        raise typer.BadParameter(f"variants are {', '.join(answer_eval.VARIANTS)}")
+    for name in variant or []:
+        try:
+            answer_eval.request_fields(name)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
     headers = {"authorization": f"Bearer {api_key(key)}"}
     started = time.perf_counter()
     with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
@@ -249,7 +252,7 @@ def _answer_eval(
             beir = load_split(data, split)
             name = (variant or ["extractive"])[0]
             tally = answer_eval.run_claims(
-                client, beir.queries, beir.qrels, collection, answer_eval.VARIANTS[name], limit
+                client, beir.queries, beir.qrels, collection, answer_eval.request_fields(name), limit
             )
             _print_rows(
                 f"{data.name} {split} claims, {name} ({time.perf_counter() - started:.0f} s)",

@@ -9,6 +9,10 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common.embeddings_client import EmbeddingsClient
 from services.common.wiring import wire_service
@@ -48,10 +52,14 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
         settings.embedder_url, settings.embedding_model, settings.embed_timeout_s, priority="query"
     )
     chat = ChatClient(settings.llm_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout_s)
-    records_redis = (
-        aioredis.Redis.from_url(settings.records_redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        if settings.records_redis_url
-        else redis
+    # Its own client, retrying on a dropped connection: after a Redis restart the pool's idle
+    # connections are dead, and a feedback call must not fail on one of them.
+    records_redis = aioredis.Redis.from_url(
+        settings.records_redis_url or settings.redis_url,
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     retriever = Retriever(settings.milvus_uri, settings.milvus_token, RetrievalConfig.from_settings(settings))
 
@@ -125,8 +133,7 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
             for client in chats.values():
                 await client.aclose()
             await redis.aclose()
-            if records_redis is not redis:
-                await records_redis.aclose()
+            await records_redis.aclose()
             retrieval.close()
 
     async def embedder_ready() -> None:

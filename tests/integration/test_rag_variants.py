@@ -32,6 +32,7 @@ from services.cli.suite import Child, Suite, free_port, start_service
 from tests.conftest import KeyFactory
 from tests.integration.conftest import bearer
 
+QA_SET = Path(__file__).resolve().parents[2] / "examples" / "qa" / "docs_qa.jsonl"
 QUESTION = "How does the gateway rate limit clients?"
 FILE: dict[str, Any] = {
     "control": "a",
@@ -405,3 +406,43 @@ async def test_the_report_finds_a_known_difference_and_no_difference_in_an_a_a_r
     assert rows["b@1"]["vs_control"]["significant"] is True  # type: ignore[index]
     assert rows["c@1"]["vs_control"]["significant"] is False  # type: ignore[index]
     assert rows["c@1"]["rated"] >= per_variant  # type: ignore[operator]
+
+
+async def test_quarry_eval_scores_a_variant_before_it_takes_traffic(
+    variant_suite: VariantSuite, make_key: KeyFactory
+) -> None:
+    """c takes no traffic; `quarry eval --variant c` asks the QA set's test split pinned to it."""
+    admin = await make_key({"query", "admin"}, rate_limit="100000/minute")
+    qa = QA_SET
+    records = variant_suite.records.client()
+    try:
+        before = records.zcard("quarry:records")
+        out = await asyncio.to_thread(
+            _quarry,
+            "eval",
+            "--answers",
+            str(qa),
+            "--split",
+            "test",
+            "--variant",
+            "c",
+            "--collection",
+            variant_suite.collection,
+            "--url",
+            variant_suite.gateway,
+            "--key",
+            admin,
+        )
+        assert "in scope" in out and "c" in out
+        asked = sum(1 for line in qa.read_text().splitlines() if json.loads(line)["split"] == "test")
+
+        async def all_recorded() -> bool:
+            return bool(records.zcard("quarry:records") - before >= asked)
+
+        await _wait_for(all_recorded)
+        found: list[bytes] = records.zrange("quarry:records", -asked, -1)  # type: ignore[assignment]
+        newest = [i.decode() for i in found]
+        variants = {json.loads(records.get(f"quarry:record:{i}") or b"{}").get("variant") for i in newest}
+        assert variants == {"c@1"}
+    finally:
+        records.close()
