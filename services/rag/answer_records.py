@@ -28,6 +28,9 @@ _log = get_logger(__name__)
 
 INDEX_KEY = "quarry:records"  # sorted set: answer id -> time recorded
 _BATCH = 200
+# After the first record arrives, the writer waits this long for others to share its Redis
+# round trip: one write per answer would cost each answer a round trip's CPU.
+_GATHER_S = 0.05
 _SWEEP_EVERY_S = 60.0
 _MAX_BACKOFF_S = 5.0
 
@@ -54,6 +57,7 @@ class RecordStore:
         self._retention_s = retention_s
         self._pending: deque[dict[str, Any]] = deque(maxlen=queue_max)
         self._wake = asyncio.Event()
+        self._inflight: list[dict[str, Any]] = []  # taken from the queue, being written
         self._last_sweep = 0.0
 
     @property
@@ -70,7 +74,7 @@ class RecordStore:
 
     def queued(self, answer_id: str) -> dict[str, Any] | None:
         """A record not written yet (feedback may come before the writer has run)."""
-        return next((r for r in self._pending if r["answer_id"] == answer_id), None)
+        return next((r for r in (*self._inflight, *self._pending) if r["answer_id"] == answer_id), None)
 
     async def run(self) -> None:
         """Writes queued records until cancelled; retries with backoff while Redis is down."""
@@ -80,14 +84,19 @@ class RecordStore:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):  # time to sweep
                     await asyncio.wait_for(self._wake.wait(), timeout=_SWEEP_EVERY_S)
+            if len(self._pending) < _BATCH:
+                await asyncio.sleep(_GATHER_S)
             batch = [self._pending.popleft() for _ in range(min(_BATCH, len(self._pending)))]
+            self._inflight = batch
             try:
                 if batch:
                     await self._write(batch)
                     rag_metrics.RECORDS_WRITTEN.inc(len(batch))
+                self._inflight = []
                 await self._sweep()
                 backoff = 0.1
             except Exception as exc:  # any Redis failure: keep the batch, try again later
+                self._inflight = []
                 self._requeue(batch)
                 rag_metrics.RECORDS_WRITE_ERRORS.inc()
                 _log.warning("answer_records_unwritten", error=str(exc), pending=len(self._pending))
