@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from ingest.api.routes import router
 from ingest.api.serving import IngestService
 from ingest.config import IngestSettings
+from ingest.metrics import read_queue
 from ingest.queue import create_queue
 from ingest.resources import open_resources
 from services.common.wiring import wire_service
@@ -26,6 +27,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             queue = create_queue(settings)
             stack.push_async_callback(queue.disconnect)
             app.state.ingest_service = IngestService(resources, queue)
+            app.state.queue = queue
             app.state.resources = resources
             yield
 
@@ -35,9 +37,16 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def milvus_ready() -> None:
         await app.state.resources.store.list_collections()
 
+    async def queue_figures() -> None:
+        await read_queue(app.state.queue)
+
     app = FastAPI(title="Quarry ingest", lifespan=lifespan)
     app.include_router(router)
     wire_service(
-        app, service="ingest", settings=settings, readiness={"redis": redis_ready, "milvus": milvus_ready}
+        app,
+        service="ingest",
+        settings=settings,
+        readiness={"redis": redis_ready, "milvus": milvus_ready},
+        before_scrape=queue_figures,
     )
     return app

@@ -7,6 +7,7 @@ not by workers inside one container.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -61,11 +62,14 @@ class MetricsMiddleware:
             record_request(self.service, scope["method"], route, status, start)
 
 
-def metrics_router() -> APIRouter:
+def metrics_router(before_scrape: Callable[[], Awaitable[None]] | None = None) -> APIRouter:
+    """``/metrics``; ``before_scrape`` sets gauges read from outside the process, per scrape."""
     router = APIRouter(include_in_schema=False)
 
     @router.get("/metrics")
     async def metrics() -> Response:
+        if before_scrape is not None:
+            await before_scrape()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI
 
@@ -20,11 +20,12 @@ def wire_service(
     service: str,
     settings: ServiceSettings,
     readiness: Mapping[str, ReadinessCheck],
+    before_scrape: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     configure_logging(service, settings.log_level, settings.log_json)
     install_error_handlers(app)
     app.include_router(health_router(readiness))
-    app.include_router(metrics_router())
+    app.include_router(metrics_router(before_scrape))
     # Added last so it runs first: metrics see the final status, logs see the id.
     app.add_middleware(MetricsMiddleware, service=service)
     app.add_middleware(RequestContextMiddleware)

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from services.console.api_client import Answer, PublicAPI, public_api
 from services.console.pages_common import is_htmx, render
+from services.console.search_form import FormError, search_filters
 from services.console.viewer import Viewer, viewer
 
 _PAGE_SIZE = 25
@@ -85,14 +86,22 @@ def build_pages_router() -> APIRouter:
         mode: str = Form("hybrid"),
         top_k: int = Form(10),
         doc_id: str = Form(""),
+        source: str = Form(""),
+        meta_key: str = Form(""),
+        meta_value: str = Form(""),
         who: Viewer = Depends(viewer),
         api: PublicAPI = Depends(public_api),
     ) -> Response:
         body: dict[str, Any] = {"query": query, "collection": collection, "mode": mode, "top_k": top_k}
-        if doc_id.strip():
-            body["filters"] = {"doc_id": {"eq": doc_id.strip()}}
-        answer = await api.call("POST", "/v1/search", json=body)
-        context = {"result": answer, "form": body | {"doc_id": doc_id}}
+        fields = {"doc_id": doc_id, "source": source, "meta_key": meta_key, "meta_value": meta_value}
+        try:
+            if filters := search_filters(doc_id, source, meta_key, meta_value):
+                body["filters"] = filters
+        except FormError as exc:
+            answer = Answer(422, {"error": {"code": "invalid_filter", "message": str(exc)}})
+        else:
+            answer = await api.call("POST", "/v1/search", json=body)
+        context = {"result": answer, "form": body | fields}
         if is_htmx(request):
             return _page(request, who, "_hits.html", context, _failed(answer))
         context["collections"] = await _collection_names(api, who)

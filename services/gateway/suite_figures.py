@@ -128,7 +128,8 @@ def figures(current: Snapshot, previous: Snapshot | None) -> dict[str, Any]:
     if current.degraded is not None:
         out["degraded_answers_total"] = int(current.degraded)
     if current.queue_depth is not None:
-        out["queue_depth"] = int(current.queue_depth)
+        # NaN: the service could not read its queue (ingest's lives in Redis).
+        out["queue_depth"] = int(current.queue_depth) if math.isfinite(current.queue_depth) else None
     return out
 
 

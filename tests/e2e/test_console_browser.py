@@ -78,6 +78,15 @@ def _nav(page: playwright_api.Page, name: str) -> playwright_api.Locator:
     return page.get_by_role("navigation", name="Console").get_by_role("link", name=name, exact=True)
 
 
+async def _search(page: playwright_api.Page) -> str:
+    """Submits the Search form and returns the hits section once htmx has swapped the answer in."""
+    # Emptied first, so an answer identical to the last one is still seen arriving.
+    await page.locator("#hits").evaluate("el => el.replaceChildren()")
+    await page.get_by_role("button", name="Search").click()
+    await page.locator("#hits > *").first.wait_for()
+    return await page.locator("#hits").inner_text()
+
+
 async def _session_cookie(page: playwright_api.Page) -> dict[str, object]:
     cookies = [c for c in await page.context.cookies() if c["name"] == "quarry_session"]
     assert len(cookies) == 1
@@ -152,13 +161,39 @@ async def test_content_team_flow_upload_job_ask_delete_sign_out(
     assert "degraded" in flags and "grounded" in flags
     await _shot(page, "ask")
 
-    # Search: the document is found, with both scores shown.
+    # Search: each mode finds the document and shows the scores its retrievers gave.
     await _nav(page, "Search").click()
     await page.get_by_label("Collection").select_option(collection_name)
     await page.get_by_label("Query", exact=True).fill("embedder vectors")
-    await page.get_by_role("button", name="Search").click()
-    await page.locator("tr.hit").first.wait_for()
+    for mode, scored in (("dense", {"dense"}), ("bm25", {"bm25"}), ("hybrid", {"dense", "bm25"})):
+        await page.get_by_label(mode, exact=True).check()
+        hits = await _search(page)
+        assert f"mode {mode}" in hits
+        first = page.locator("tr.hit[data-doc-id='embedder.md']").first
+        for score in ("dense", "bm25"):
+            shown = await first.locator(f"td[data-score={score}]").inner_text()
+            assert (shown != "—") == (score in scored), (mode, score, shown)
+    # Filters: on source and on a metadata key (an uploaded file's format), each narrowing.
+    await page.get_by_label("Source").fill("embedder.md")
+    await page.get_by_label("Metadata key").fill("format")
+    await page.get_by_label("Metadata value").fill("pdf")
+    assert "No hits." in await _search(page)
+    await page.get_by_label("Metadata value").fill("")
+    assert "needs both a key and a value" in await _search(page)
+    await page.get_by_label("Metadata key").fill("not-a-key")
+    await page.get_by_label("Metadata value").fill("md")
+    assert "must match" in await _search(page)  # the API's own refusal (422), shown
+    await page.get_by_label("Metadata key").fill("format")
+    await page.get_by_label("Source").fill("gateway.md")
+    await page.get_by_label("Metadata value").fill("md")
+    assert "No hits." in await _search(page)
+    await page.get_by_label("Source").fill("embedder.md")
+    await _search(page)
     assert await page.locator("tr.hit[data-doc-id='embedder.md']").count() >= 1
+    assert (
+        await page.locator("tr.hit").count()
+        == await page.locator("tr.hit[data-doc-id='embedder.md']").count()
+    )
     await _shot(page, "search")
 
     # Delete the document: it leaves the search results.
@@ -186,6 +221,15 @@ async def test_content_team_flow_upload_job_ask_delete_sign_out(
     await _nav(page, "Status").click()
     for service in ("gateway", "rag", "ingest", "embedder", "llm"):
         assert await page.locator(f"tr.service[data-service={service}] .state").inner_text() == "ready"
+    # Live figures from each service's /metrics, ingest's queue depth among them.
+    ingest = page.locator("tr.service[data-service=ingest]")
+    assert await ingest.locator("[data-figure=other]").inner_text() == "queue: 0 jobs"
+    rag = page.locator("tr.service[data-service=rag]")
+    assert "degraded answers:" in await rag.locator("[data-figure=other]").inner_text()
+    assert " ms / " in await rag.locator("[data-figure=latency]").inner_text()
+    # The board's next refresh (every 5 s) has a window to give rates over.
+    gateway_requests = page.locator("tr.service[data-service=gateway] [data-figure=requests]")
+    await gateway_requests.filter(has_text="/s)").wait_for(timeout=15_000)
     await _shot(page, "status")
 
     # Sign out: the session ends on the server, so the old cookie opens nothing.
@@ -226,6 +270,11 @@ async def test_a_query_only_key_sees_no_ingest_or_key_controls_and_forged_posts_
         f"{gateway}/console/collections", form={"name": collection_name}, max_redirects=0
     )
     assert forged.status == 403
+    # One within the key's scope too, so the refusal is the missing token's, not the scope's.
+    forged_search = await page.request.post(
+        f"{gateway}/console/search", form={"query": "q", "collection": collection_name}, max_redirects=0
+    )
+    assert forged_search.status == 403 and "x-csrf-token" in await forged_search.text()
     direct = await page.request.post(
         f"{gateway}/v1/search", data={"query": "q", "collection": collection_name}
     )

@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.cli.suite import Suite
 from tests.conftest import KeyFactory
@@ -118,7 +119,8 @@ async def test_status_figures_come_from_each_services_metrics_and_grow(
         assert "error" not in figures, (name, figures)
         assert figures["requests_total"] >= 0
     assert "degraded_answers_total" in before["rag"]["figures"]
-    assert "queue_depth" in before["embedder"]["figures"] and "queue_depth" in before["llm"]["figures"]
+    for name in ("embedder", "llm", "ingest"):
+        assert before[name]["figures"]["queue_depth"] is not None, name
 
     query_key = await make_key({"query"})
     for _ in range(3):
@@ -136,3 +138,36 @@ async def test_status_figures_come_from_each_services_metrics_and_grow(
         assert 0 < p50 <= p99 <= 60, (name, new)
     hit_rate = after["rag"]["figures"].get("cache_hit_rate")
     assert hit_rate is None or 0.0 <= hit_rate <= 1.0
+
+
+async def _ingest_gauges(suite: Suite) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=suite.url("ingest"), timeout=10) as client:
+        text = (await client.get("/metrics")).text
+    names = ("quarry_ingest_queue_depth", "quarry_ingest_jobs_running")
+    return {
+        s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name in names
+    }
+
+
+async def test_ingest_queue_depth_counts_jobs_no_worker_has_taken(
+    suite: Suite, gateway: httpx.AsyncClient, make_key: KeyFactory, collection_name: str
+) -> None:
+    ops = _auth(await make_key({"ops"}))
+    ingest_key = await make_key({"ingest"})
+    idle = {"quarry_ingest_queue_depth": 0, "quarry_ingest_jobs_running": 0}
+    assert await _ingest_gauges(suite) == idle
+    # The suite's only worker stops, so the jobs wait in the Redis queue.
+    suite.children["ingest-worker"].stop()
+    try:
+        jobs = [await _submit(gateway, ingest_key, f"{collection_name}_{i}", "words") for i in range(2)]
+        assert await _ingest_gauges(suite) == {**idle, "quarry_ingest_queue_depth": 2}
+        status = (await gateway.get("/v1/status", headers=ops)).json()
+        assert status["services"]["ingest"]["figures"]["queue_depth"] == 2
+    finally:
+        suite.restart("ingest-worker")
+    async with gateway_as(gateway, ingest_key) as client:
+        for job in jobs:
+            assert (await finished(client, job))["state"] == "completed"
+    assert await _ingest_gauges(suite) == idle
+    for i in range(2):
+        await gateway.delete(f"/v1/collections/{collection_name}_{i}", headers=_auth(ingest_key))

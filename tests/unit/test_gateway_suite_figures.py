@@ -78,3 +78,8 @@ def test_a_counter_with_no_samples_yet_reads_as_zero() -> None:
     figures = FigureKeeper().update("rag", text)
     assert figures["degraded_answers_total"] == 0 and figures["cache_hit_rate"] is None
     assert figures["latency_p50_s"] is None and "queue_depth" not in figures
+
+
+def test_a_queue_its_service_could_not_read_has_no_depth() -> None:
+    text = "# TYPE quarry_ingest_queue_depth gauge\nquarry_ingest_queue_depth NaN\n"
+    assert FigureKeeper().update("ingest", text)["queue_depth"] is None
