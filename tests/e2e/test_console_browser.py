@@ -158,7 +158,10 @@ async def test_content_team_flow_upload_job_ask_delete_sign_out(
     await page.locator("#answer .sentence").first.hover()
     assert await page.locator("#sources li.linked").count() >= 1  # highlighted on hover
     flags = await page.locator("#flags").inner_text()
-    assert "degraded" in flags and "grounded" in flags
+    assert "degraded" in flags and "grounded" in flags and "variant" in flags
+    # Rate it: the thumbs go to POST /v1/feedback as the session, CSRF token included.
+    await page.locator("#rate").get_by_role("button", name="Yes").click()
+    await page.get_by_text("Thanks: recorded as up.").wait_for(timeout=10_000)
     await _shot(page, "ask")
 
     # Search: each mode finds the document and shows the scores its retrievers gave.

@@ -7,6 +7,8 @@ const answer = document.getElementById("answer");
 const sources = document.getElementById("sources");
 const flags = document.getElementById("flags");
 const state = document.getElementById("ask-state");
+const rate = document.getElementById("rate");
+const rateState = document.getElementById("rate-state");
 
 function el(tag, attrs = {}, text = "") {
   const node = document.createElement(tag);
@@ -64,7 +66,25 @@ function showFlags(done) {
   flag("redacted", safety.redacted?.length ? safety.redacted.join(", ") : "nothing", false);
   flag("removed sentences", String(safety.removed_sentences ?? 0), false);
   flag("cached", String(done.cached), false);
+  flag("variant", done.variant || "-", false);
   flags.hidden = false;
+}
+
+// Feedback on the answer shown: POST /v1/feedback (the public API, as the session).
+async function sendRating(rating) {
+  const response = await fetch("/v1/feedback", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "content-type": "application/json", "x-csrf-token": csrfToken() },
+    body: JSON.stringify({ answer_id: rate.dataset.answerId, rating }),
+  });
+  rateState.textContent = response.ok ? `Thanks: recorded as ${rating}.` : `Not recorded: ${await errorOf(response)}`;
+}
+
+for (const button of rate.querySelectorAll("button")) {
+  button.addEventListener("click", () => {
+    sendRating(button.dataset.rating).catch((err) => { rateState.textContent = `Failed: ${err}`; });
+  });
 }
 
 function handle(event, data) {
@@ -73,6 +93,9 @@ function handle(event, data) {
   else if (event === "done") {
     showSentences(data);
     showFlags(data);
+    rate.dataset.answerId = data.answer_id;
+    rateState.textContent = "";
+    rate.hidden = !data.answer_id;
     state.textContent = "Answer complete.";
     answer.dataset.done = "true";
   }
@@ -83,6 +106,7 @@ async function ask(body) {
   delete answer.dataset.done;
   sources.replaceChildren();
   flags.hidden = true;
+  rate.hidden = true;
   state.textContent = "Asking…";
   const response = await fetch("/v1/query", {
     method: "POST",
