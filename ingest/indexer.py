@@ -2,7 +2,8 @@
 
 Documents go in batches: one Milvus query finds what is stored, unchanged
 documents are skipped by content hash, the rest are chunked and embedded
-together (so the embedder's batcher stays full), then upserted. Order matters
+together (so the embedder's batcher stays full), then upserted under a per-collection
+write lock that also deletes the stale chunks (see ``Indexer._replace``). Order matters
 for readers: new chunks are upserted before stale ones are deleted, so a query
 never finds a changed document missing.
 """
@@ -41,6 +42,14 @@ STATUSES: tuple[Status, ...] = ("added", "updated", "unchanged", "deleted", "fai
 
 _EMBED_BATCH = 64
 _UPSERT_ROWS = 512
+# The write lock outlives a worker that dies holding it by this much at most; a waiting writer
+# gives up (and its job retries) after _LOCK_WAIT_S.
+_LOCK_TTL_S = 300.0
+_LOCK_WAIT_S = 600.0
+
+
+def _write_lock(collection: str) -> str:
+    return f"quarry:ingest:write-lock:{collection}"
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,6 @@ class IngestReport:
 class _Pending:
     doc: Document
     chunks: list[Chunk]
-    stale: set[str]
     status: Status
 
 
@@ -154,8 +162,7 @@ class Indexer:
             except Exception as exc:  # one bad document fails alone
                 outcomes[doc_id] = DocOutcome("failed", error=describe_error(exc))
                 continue
-            stale = (state.chunk_ids if state else set()) - {c.chunk_id for c in chunks}
-            pending.append(_Pending(doc, chunks, stale, "updated" if state else "added"))
+            pending.append(_Pending(doc, chunks, "updated" if state else "added"))
         if pending:
             outcomes.update(await self._write(collection, pending, on_embedded))
             if any(o.status in ("added", "updated") for o in outcomes.values()):
@@ -166,7 +173,8 @@ class Indexer:
         self, collection: str, pending: list[_Pending], on_embedded: Callable[[int], None] | None
     ) -> dict[str, DocOutcome]:
         try:
-            await self._embed_and_upsert(collection, pending, on_embedded)
+            rows = await self._embedded_rows(pending, on_embedded)
+            await self._replace(collection, pending, rows)
         except (EmbeddingsUnavailable, StoreUnavailable):  # outages stop the job; never a document's fault
             raise
         except Exception as exc:
@@ -178,9 +186,32 @@ class Indexer:
             for item in pending:
                 results.update(await self._write(collection, [item], on_embedded))
             return results
-        stale = sorted(cid for p in pending for cid in p.stale)
-        await self._waiting(lambda: self._store.delete_chunks(collection, stale))
         return {p.doc.doc_id: DocOutcome(p.status, chunks=len(p.chunks)) for p in pending}
+
+    async def _replace(self, collection: str, pending: list[_Pending], rows: list[dict[str, Any]]) -> None:
+        """Upserts the documents' new chunks, then deletes every other chunk they have.
+
+        Held under a per-collection Redis lock, and the stored chunks are read again inside it:
+        two jobs writing one document at once (each having read it before the other wrote)
+        then leave the later write's chunks only, never both versions. Embedding, the slow
+        part, stays outside the lock.
+        """
+        async with self._redis.lock(
+            _write_lock(collection), timeout=_LOCK_TTL_S, blocking_timeout=_LOCK_WAIT_S
+        ):
+            states = await self._waiting(
+                lambda: self._store.doc_states(collection, [p.doc.doc_id for p in pending])
+            )
+            for i in range(0, len(rows), _UPSERT_ROWS):
+                part = rows[i : i + _UPSERT_ROWS]
+                await self._waiting(partial(self._store.upsert, collection, part))
+            stale = sorted(
+                cid
+                for p in pending
+                for cid in (states[p.doc.doc_id].chunk_ids if p.doc.doc_id in states else set())
+                - {c.chunk_id for c in p.chunks}
+            )
+            await self._waiting(lambda: self._store.delete_chunks(collection, stale))
 
     async def _embed_waiting(self, batch: list[str]) -> list[list[float]]:
         return await self._waiting(lambda: self._embeddings.embed(batch))
@@ -205,9 +236,9 @@ class Indexer:
                 return await call()
         raise AssertionError("unreachable: tenacity reraises the last failure")
 
-    async def _embed_and_upsert(
-        self, collection: str, pending: list[_Pending], on_embedded: Callable[[int], None] | None
-    ) -> None:
+    async def _embedded_rows(
+        self, pending: list[_Pending], on_embedded: Callable[[int], None] | None
+    ) -> list[dict[str, Any]]:
         texts = [c.text for p in pending for c in p.chunks]
 
         async def embed(batch: list[str]) -> list[list[float]]:
@@ -231,7 +262,7 @@ class Indexer:
         for position, vector in zip(order, (v for batch in batches for v in batch), strict=True):
             by_chunk[position] = vector
         vectors = iter(by_chunk)
-        rows = [
+        return [
             {
                 vs.CHUNK_ID: c.chunk_id,
                 vs.DOC_ID: p.doc.doc_id,
@@ -248,9 +279,6 @@ class Indexer:
             for p in pending
             for c in p.chunks
         ]
-        for i in range(0, len(rows), _UPSERT_ROWS):
-            part = rows[i : i + _UPSERT_ROWS]
-            await self._waiting(partial(self._store.upsert, collection, part))
 
     async def delete(self, collection: str, doc_id: str) -> bool:
         if not await self._store.chunk_ids(collection, doc_id):

@@ -5,6 +5,7 @@ Every claim is checked by querying Milvus itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,25 @@ async def test_progress_callbacks_add_up(
     assert seen["total"] == seen["done"] == report.added == 5
     assert seen["chunks"] == seen["embedded"] == report.chunks
     milvus.drop_collection(collection_name)
+
+
+async def test_two_jobs_writing_one_document_at_once_leave_one_version(
+    tmp_path: Path, ingest_settings: IngestSettings, collection_name: str, milvus: Any
+) -> None:
+    """Both read the document as absent before either writes; the later write must still
+    remove the other's chunks, so search never holds two versions of one page."""
+    versions = []
+    for name in ("old", "new"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "page.md").write_text(f"# Page\n{name.title()} text. " + LONG)
+        versions.append(folder)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "other.md").write_text("# Other\nAnother page.")
+    await ingest_path(tmp_path / "other", collection_name, ingest_settings)  # the collection exists
+    for _ in range(3):  # the interleaving differs from run to run; each must end with one version
+        reports = await asyncio.gather(*(ingest_path(v, collection_name, ingest_settings) for v in versions))
+        assert all(r.failed == 0 for r in reports)
+        rows = _chunks(milvus, collection_name, "page.md")
+        assert len({r["doc_hash"] for r in rows}) == 1, "two versions of page.md are stored"
+        assert len(rows) == len({r["chunk_index"] for r in rows})
