@@ -1,0 +1,144 @@
+"""The loader fuzz: a corpus of hostile files mixed with good ones, through the real ingest API,
+queue, worker and Milvus Lite (#27). Every job completes in one attempt, every good document is
+stored and found by search, every hostile one that cannot load is named in the job's errors, and
+the worker's peak RSS stays under 1 GiB.
+
+``make test`` sends a small corpus; ``make fuzz`` sets ``QUARRY_FUZZ_HOSTILE_FILES=240`` (the
+figures are in docs/reliability.md). Files go in jobs of ``_JOB_FILES``, one after another, so
+the shared test Redis never holds the whole corpus at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ingest.chunking import chunker_for
+from ingest.doc_ids import shown_name
+from ingest.loaders import load_bytes
+from services.cli.suite import Suite
+from services.common.milvus_expr import field_in
+from tests.fuzz.hostile import wait_for_job
+from tests.fuzz.hostile_files import CorpusFile, corpus
+
+HOSTILE = int(os.environ.get("QUARRY_FUZZ_HOSTILE_FILES", "22"))
+GOOD = max(5, HOSTILE // 6)
+# The huge kinds at full size only: a small run keeps each kind but not its weight.
+SCALE = 1.0 if HOSTILE >= 200 else 0.1
+SEED = int(os.environ.get("QUARRY_FUZZ_SEED", "20240601"))
+_JOB_FILES = 40
+_PEAK_RSS_LIMIT = 1 << 30
+
+
+def _vm_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+def _reset_peak(pid: int) -> bool:
+    """Starts the kernel's peak-RSS count (VmHWM) again from now; False where it cannot."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _stored(milvus: Any, collection: str, doc_ids: list[str]) -> set[str]:
+    doc_ids = [d for d in doc_ids if d == shown_name(d)]  # an invalid id cannot be stored
+    found: set[str] = set()
+    for start in range(0, len(doc_ids), 100):
+        rows = milvus.query(
+            collection,
+            filter=field_in("doc_id", doc_ids[start : start + 100]),
+            output_fields=["doc_id"],
+            consistency_level="Strong",
+        )
+        found |= {r["doc_id"] for r in rows}
+    return found
+
+
+def _error_for(f: CorpusFile, errors: dict[str, str]) -> str | None:
+    """The file's error: under its name, one of its lines, or the id of the record it held."""
+    name = shown_name(f.uploaded_as)
+    lines = (v for k, v in errors.items() if k.startswith(name + " line "))
+    return errors.get(name) or errors.get(shown_name(f.doc_id)) or next(lines, None)
+
+
+def _slowest_documents(files: list[CorpusFile]) -> list[tuple[float, str]]:
+    """Load and split each file in this process, as the worker does, timing each one."""
+    chunker = chunker_for(200, 32)
+    times = []
+    for f in files:
+        started = time.perf_counter()
+        try:
+            for doc in load_bytes(f.name, f.data).documents:
+                if len(doc.text) <= 2_000_000:  # the worker's default cap per document
+                    chunker.split(doc)
+        except Exception:  # a failure is timed like a success
+            pass
+        times.append((time.perf_counter() - started, f"{f.kind}: {shown_name(f.name)[:60]}"))
+    return sorted(times, reverse=True)[:3]
+
+
+def test_hostile_files_never_break_a_job(suite: Suite, milvus: Any, collection_name: str) -> None:
+    files = corpus(HOSTILE, GOOD, seed=SEED, scale=SCALE)
+    worker = suite.children["ingest-worker"].process
+    assert worker is not None
+    peak_from_now = _reset_peak(worker.pid)
+    ingest = suite.url("ingest")
+    errors: dict[str, str] = {}
+    problems: list[str] = []
+    started = time.monotonic()
+    with httpx.Client(timeout=300.0) as client:
+        for start in range(0, len(files), _JOB_FILES):
+            batch = files[start : start + _JOB_FILES]
+            upload = [("files", (f.name, f.data, "application/octet-stream")) for f in batch]
+            accepted = client.post(f"{ingest}/v1/collections/{collection_name}/documents", files=upload)
+            assert accepted.status_code == 202, accepted.text[:500]
+            job = wait_for_job(client, ingest, accepted.json()["job_id"], timeout_s=900.0)
+            if job["state"] != "completed" or job["attempts"] != 1:
+                problems.append(
+                    f"job {job['job_id']}: {job['state']}, {job['attempts']} attempts, {job['error']}"
+                )
+            errors |= {e["doc_id"]: e["error"] for e in job["errors"]}
+        seconds = time.monotonic() - started
+        peak_kib = _vm_kib(worker.pid, "VmHWM")
+        stored = _stored(milvus, collection_name, [f.doc_id for f in files])
+        for f in files:
+            error = _error_for(f, errors)
+            if f.expect == "error" and error is None:
+                problems.append(f"{f.kind} {shown_name(f.name)!r}: not named in errors")
+            if f.expect in ("good", "indexed") and f.doc_id not in stored:
+                problems.append(f"{f.kind} {shown_name(f.name)!r}: not stored ({error})")
+            if f.expect == "either" and error is None and f.doc_id not in stored:
+                problems.append(f"{f.kind} {shown_name(f.name)!r}: neither stored nor named in errors")
+            if f.expect == "good":
+                body = {"query": f.marker, "collection": collection_name, "mode": "bm25", "top_k": 3}
+                hits = (
+                    client.post(f"{suite.url('rag')}/v1/search", json=body).raise_for_status().json()["hits"]
+                )
+                if f.doc_id not in [h["doc_id"] for h in hits]:
+                    problems.append(f"good file {f.name!r}: not found by searching for {f.marker}")
+    outcome = Counter(
+        (f.kind, "error" if _error_for(f, errors) else "stored" if f.doc_id in stored else "?") for f in files
+    )
+    megabytes = sum(len(f.data) for f in files) / 1e6
+    since = "since the fuzz began" if peak_from_now else "since the worker started"
+    print(
+        f"\nloader fuzz: {HOSTILE} hostile + {GOOD} good files ({megabytes:.1f} MB)"
+        f" in {-(-len(files) // _JOB_FILES)} jobs, {seconds:.0f} s;"
+        f" worker peak RSS {peak_kib / 1024:.0f} MiB ({since}); problems: {len(problems)}"
+    )
+    for (kind, what), n in sorted(outcome.items()):
+        print(f"  {kind}: {what} x{n}")
+    print("  slowest to load and split (this process):", _slowest_documents(files))
+    assert not problems, "\n".join(problems)
+    assert peak_kib * 1024 < _PEAK_RSS_LIMIT, f"worker peak RSS {peak_kib / 1024:.0f} MiB"
