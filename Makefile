@@ -45,8 +45,10 @@ test: install
 chaos: install
 	$(PY) -m pytest tests/chaos -m slow -s
 
+# Full size: >=1,000 Schemathesis cases per service (the gateway twice: an all-scope key and a
+# restricted one) and the loader fuzz's 240 hostile files; `make test` runs both small.
 fuzz: install
-	QUARRY_FUZZ_CASES=1000 $(PY) -m pytest tests/fuzz -s
+	QUARRY_FUZZ_CASES=1000 QUARRY_FUZZ_HOSTILE_FILES=240 $(PY) -m pytest tests/fuzz -s
 
 load-deps: install
 	$(PIP) install -q -e ".[load]"

@@ -49,6 +49,11 @@ class IngestSettings(ServiceSettings):
     max_document_chunks: int = Field(
         5000, ge=1, description="Most chunks one document may make; a longer document fails alone."
     )
+    max_document_chars: int = Field(
+        2_000_000,
+        ge=1,
+        description="Most characters of text one document may hold; a longer document fails alone.",
+    )
     max_job_warnings: int = Field(
         200, ge=0, description="Warnings kept in a job's record; later ones are only counted."
     )

@@ -104,6 +104,7 @@ class Indexer:
         dependency_wait_s: float = 300.0,
         max_document_chunks: int = 5000,
         max_doc_id_chars: int = vs.MAX_DOC_ID_CHARS,
+        max_document_chars: int = 2_000_000,
     ) -> None:
         self._store = store
         self._embeddings = embeddings
@@ -113,6 +114,7 @@ class Indexer:
         self._dependency_wait_s = dependency_wait_s
         self._max_chunks = max_document_chunks
         self._max_id_chars = max_doc_id_chars
+        self._max_chars = max_document_chars
 
     async def ensure_collection(self, collection: str) -> bool:
         return await self._waiting(lambda: self._store.ensure_collection(collection, self._dim))
@@ -152,7 +154,15 @@ class Indexer:
                 outcomes[doc_id] = DocOutcome("unchanged")
                 continue
             try:
-                chunks = chunker.split(doc)
+                if len(doc.text) > self._max_chars:
+                    # Checked before splitting: the splitter's time and memory grow with the
+                    # text, and past this the chunk cap would refuse most documents anyway.
+                    raise ValueError(
+                        f"document has {len(doc.text):,} characters, over the cap of {self._max_chars:,}"
+                    )
+                # Off the event loop: a long split would starve the job's heartbeat, and a job
+                # that stops beating is taken for dead and run again by another worker.
+                chunks = await asyncio.to_thread(chunker.split, doc)
                 if not chunks:
                     raise ValueError("document has no text to index")
                 if len(chunks) > self._max_chunks:

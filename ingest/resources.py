@@ -54,6 +54,7 @@ async def open_resources(settings: IngestSettings) -> AsyncIterator[IngestResour
                 settings.embedding_dim,
                 dependency_wait_s=settings.dependency_wait_s,
                 max_document_chunks=settings.max_document_chunks,
+                max_document_chars=settings.max_document_chars,
                 max_doc_id_chars=settings.max_doc_id_chars,
             ),
             configs=CollectionConfigs(

@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -18,6 +19,7 @@ import redis.asyncio as aioredis
 from ingest.config import IngestSettings
 from ingest.runner import ingest_path
 from services.cli.suite import Ports, Suite
+from services.common.milvus_connect import connect_milvus
 from services.gateway.keys import KeyStore
 
 KeyFactory = Callable[..., Awaitable[str]]
@@ -57,6 +59,16 @@ def suite(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
 @pytest.fixture
 def collection_name() -> str:
     return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def milvus(suite: Suite, collection_name: str) -> Iterator[Any]:
+    """A Milvus client; this test's collection is dropped after it."""
+    client = connect_milvus(suite.milvus_uri)
+    yield client
+    if client.has_collection(collection_name):
+        client.drop_collection(collection_name)
+    client.close()
 
 
 @pytest.fixture(scope="session")

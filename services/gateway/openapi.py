@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from services.gateway.wire import component_schemas
+
 SECURITY_SCHEME = "apiKey"
 
 _DESCRIPTION = """The one public door of Quarry.
@@ -34,9 +36,12 @@ def install_openapi(app: FastAPI) -> None:
             schema = get_openapi(
                 title=app.title, version=app.version, description=_DESCRIPTION, routes=app.routes
             )
-            schema.setdefault("components", {})["securitySchemes"] = {
+            components = schema.setdefault("components", {})
+            components["securitySchemes"] = {
                 SECURITY_SCHEME: {"type": "http", "scheme": "bearer", "bearerFormat": "qk_<id>_<secret>"}
             }
+            # Bodies the gateway relays unread: documented so clients and fuzzers see their shape.
+            components.setdefault("schemas", {}).update(component_schemas())
             app.openapi_schema = schema
         return app.openapi_schema
 

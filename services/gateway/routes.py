@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from services.common.disconnect import cancel_when, disconnected
 from services.common.errors import APIError
+from services.common.event_stream import EVENT_STREAM
 from services.gateway.auth import check_collection, require_scope
 from services.gateway.keys import ApiKey, KeyStore
 from services.gateway.openapi import scoped
@@ -22,6 +23,7 @@ from services.gateway.ratelimit import limited
 from services.gateway.schemas import KeyCreate, KeyCreated, KeyInfo
 from services.gateway.suite_status import StatusBoard
 from services.gateway.usage import DoneEvents, tokens_in_body
+from services.gateway.wire import QUERY_BODY, SEARCH_BODY, json_body
 
 DEGRADED_HEADER = "x-quarry-degraded"
 # rag learns who asked from this header alone (rag is reached through the gateway only).
@@ -120,7 +122,8 @@ def build_router() -> APIRouter:
         "A query holds `query_token_reservation` tokens of the key's daily quota until its answer "
         "settles them to its `usage.total_tokens` (cached answers: 0); a client that leaves first, or "
         "a stream cut before `done`, is charged the reservation.",
-        openapi_extra=scoped("query"),
+        openapi_extra=scoped("query") | json_body(QUERY_BODY),
+        responses={200: {"content": {_JSON: {}, **EVENT_STREAM}}},
     )
     async def query(request: Request, limits: Response, key: ApiKey = Depends(limited("query"))) -> Response:
         body, payload = await _json_object(request)
@@ -154,7 +157,7 @@ def build_router() -> APIRouter:
         "/v1/search",
         summary="Search a collection (scope: query)",
         description="Forwarded to rag: ranked chunks, no generation (no tokens counted).",
-        openapi_extra=scoped("query"),
+        openapi_extra=scoped("query") | json_body(SEARCH_BODY),
     )
     async def search(request: Request, limits: Response, key: ApiKey = Depends(limited("query"))) -> Response:
         body, payload = await _json_object(request)

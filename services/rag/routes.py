@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
+from services.common.event_stream import EVENT_STREAM
 from services.rag.feedback import FeedbackService
 from services.rag.retrieval.search import SearchService
 from services.rag.schemas import (
@@ -38,7 +39,7 @@ async def get_variants(request: Request) -> VariantRegistry:
     responses={
         200: {
             "model": QueryResponse,
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": EVENT_STREAM,
         }
     },
 )

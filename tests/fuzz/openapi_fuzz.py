@@ -32,6 +32,9 @@ _CHECK_NAMES = ("not_a_server_error", "response_schema_conformance", "content_ty
 CaseEdit = Callable[[Case[Any]], None]
 """Bounds a generated case's cost (e.g. caps max_tokens) without narrowing its shape."""
 
+CaseJudge = Callable[[Case[Any], httpx.Response], str | None]
+"""A check of the caller's own on each answer (e.g. a grant that must hold); None: no problem."""
+
 
 @dataclass
 class Finding:
@@ -50,11 +53,16 @@ class FuzzReport:
     cases: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
     by_operation: Counter[str] = field(default_factory=Counter)
+    by_operation_status: Counter[tuple[str, int]] = field(default_factory=Counter)
     findings: list[Finding] = field(default_factory=list)
 
     def summary(self) -> str:
         statuses = ", ".join(f"{s}: {n}" for s, n in sorted(self.by_status.items()))
         return f"{self.service}: {self.cases} cases, {len(self.findings)} findings; statuses {statuses}"
+
+    def statuses_of(self, operation: str) -> dict[int, int]:
+        """How ``operation`` ("POST /v1/query") was answered: count per status."""
+        return {s: n for (op, s), n in sorted(self.by_operation_status.items()) if op == operation}
 
     def distinct_findings(self) -> list[Finding]:
         """One finding per (operation, status, first line of the problem)."""
@@ -130,6 +138,7 @@ class _Run:
     base_url: str
     headers: dict[str, str]
     edit: CaseEdit | None
+    judge: CaseJudge | None
     checks: list[CheckFunction]
     client: httpx.Client
     report: FuzzReport
@@ -143,13 +152,16 @@ def fuzz_service(
     cases: int,
     headers: dict[str, str] | None = None,
     edit: CaseEdit | None = None,
+    judge: CaseJudge | None = None,
     time_budget_s: float = 600.0,
     fuzz_seed: int = 20_240_601,
 ) -> FuzzReport:
     """Send about ``cases`` generated requests (half valid, half invalid) to every operation."""
     report = FuzzReport(service)
     with httpx.Client(http1=False, http2=True, timeout=60.0) as client:
-        run = _Run(base_url, headers or {}, edit, _checks(), client, report, time.monotonic() + time_budget_s)
+        run = _Run(
+            base_url, headers or {}, edit, judge, _checks(), client, report, time.monotonic() + time_budget_s
+        )
         ops = list(operations(base_url, client))
         n_with_input = sum(1 for op in ops if _has_input(op))
         for op in ops:
@@ -195,8 +207,9 @@ def _run_operation(run: _Run, op: Any, mode: GenerationMode, examples: int, fuzz
         run.report.cases += 1
         run.report.by_status[response.status_code] += 1
         run.report.by_operation[label] += 1
-        problem = envelope_problem(response)
-        if problem is not None:
+        run.report.by_operation_status[label, response.status_code] += 1
+        problems = [envelope_problem(response), run.judge(case, response) if run.judge else None]
+        for problem in filter(None, problems):
             run.report.findings.append(Finding(label, response.status_code, problem, _describe(kwargs)))
         try:
             case.validate_response(response, checks=run.checks, headers=run.headers)

@@ -1,10 +1,11 @@
-"""Caps with safe defaults (#27): chunks per document, warnings kept per job. Real Milvus Lite,
+"""Caps with safe defaults (#27): characters and chunks per document, warnings kept per job. Real Milvus Lite,
 embedder and Redis; records per JSONL file are covered with the loaders."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from ingest.config import IngestSettings
@@ -14,17 +15,33 @@ from services.common.milvus_connect import connect_milvus
 from services.common.milvus_expr import field_equals
 
 
-async def test_a_document_past_the_chunk_cap_fails_alone(
-    tmp_path: Path, ingest_settings: IngestSettings, collection_name: str
+@pytest.mark.parametrize(
+    ("cap", "text", "reason"),
+    [
+        (
+            {"max_document_chunks": 3},
+            " ".join(f"Sentence number {i} about the index." for i in range(400)),
+            "over the cap of 3",
+        ),
+        # One sentence of words, the costly kind to split: refused before the splitter sees it.
+        ({"max_document_chars": 100}, "word " * 1000, "has 5,000 characters, over the cap of 100"),
+    ],
+)
+async def test_a_document_past_a_cap_fails_alone(
+    tmp_path: Path,
+    ingest_settings: IngestSettings,
+    collection_name: str,
+    cap: dict[str, int],
+    text: str,
+    reason: str,
 ) -> None:
-    (tmp_path / "long.txt").write_text(" ".join(f"Sentence number {i} about the index." for i in range(400)))
+    (tmp_path / "long.txt").write_text(text)
     (tmp_path / "short.txt").write_text("A short note.")
-    settings = ingest_settings.model_copy(update={"max_document_chunks": 3})
-    report = await ingest_path(tmp_path, collection_name, settings)
+    report = await ingest_path(tmp_path, collection_name, ingest_settings.model_copy(update=cap))
     milvus = connect_milvus(ingest_settings.milvus_uri)
     try:
         assert (report.added, report.failed) == (1, 1)
-        assert "over the cap of 3" in report.errors["long.txt"]
+        assert reason in report.errors["long.txt"]
         stored = milvus.query(
             collection_name,
             filter=field_equals("doc_id", "long.txt"),

@@ -4,7 +4,7 @@ one is named in the job's errors (#27). Real API, worker, Milvus Lite and Redis.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,7 +12,6 @@ import pytest
 
 from services.cli.suite import Suite
 from services.common.http_client import create_http2_client
-from services.common.milvus_connect import connect_milvus
 from services.common.milvus_expr import field_equals
 from tests.integration.ingest_jobs import finished
 
@@ -24,15 +23,6 @@ async def api(suite: Suite) -> AsyncIterator[httpx.AsyncClient]:
     client = create_http2_client(suite.url("ingest"), timeout_s=60)
     yield client
     await client.aclose()
-
-
-@pytest.fixture
-def milvus(suite: Suite, collection_name: str) -> Iterator[Any]:
-    client = connect_milvus(suite.milvus_uri)
-    yield client
-    if client.has_collection(collection_name):
-        client.drop_collection(collection_name)
-    client.close()
 
 
 def _stored_ids(milvus: Any, collection: str, doc_id: str) -> list[str]:
