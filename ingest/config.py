@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from ingest.loaders import DEFAULT_MAX_JSONL_RECORDS, LoadLimits
+from ingest.loaders import DEFAULT_MAX_JSONL_RECORDS, DEFAULT_MAX_PDF_PAGES, LoadLimits
 from services.common.config import ServiceSettings
 from services.common.vector_schema import MAX_DOC_ID_CHARS
 
@@ -46,6 +46,11 @@ class IngestSettings(ServiceSettings):
         ge=1,
         description="Records read from one JSONL file; the rest are skipped, with a warning.",
     )
+    max_pdf_pages: int = Field(
+        DEFAULT_MAX_PDF_PAGES,
+        ge=1,
+        description="Pages read from one PDF; the rest are not extracted, with a warning (truncated).",
+    )
     max_document_chunks: int = Field(
         5000, ge=1, description="Most chunks one document may make; a longer document fails alone."
     )
@@ -74,4 +79,6 @@ class IngestSettings(ServiceSettings):
     job_ttl_s: int = Field(7 * 24 * 3600, description="How long a finished job's record is kept.")
 
     def load_limits(self) -> LoadLimits:
-        return LoadLimits(self.max_file_bytes, self.max_jsonl_records, self.max_doc_id_chars)
+        return LoadLimits(
+            self.max_file_bytes, self.max_jsonl_records, self.max_doc_id_chars, self.max_pdf_pages
+        )

@@ -23,6 +23,7 @@ _log = get_logger(__name__)
 
 DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_JSONL_RECORDS = 100_000
+DEFAULT_MAX_PDF_PAGES = 500
 
 
 class LoadError(Exception):
@@ -36,6 +37,7 @@ class LoadLimits:
     file_bytes: int = DEFAULT_MAX_FILE_BYTES
     jsonl_records: int = DEFAULT_MAX_JSONL_RECORDS
     doc_id_chars: int = MAX_DOC_ID_CHARS
+    pdf_pages: int = DEFAULT_MAX_PDF_PAGES
 
 
 @dataclass
@@ -97,7 +99,7 @@ def _load_html(doc_id: str, data: bytes, warnings: list[str]) -> list[Document]:
     return [Document(doc_id, title or _title_of(text, stem), doc_id, text, {"format": "html"})]
 
 
-def _load_pdf(doc_id: str, data: bytes) -> list[Document]:
+def _load_pdf(doc_id: str, data: bytes, max_pages: int, warnings: list[str]) -> list[Document]:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
@@ -105,13 +107,20 @@ def _load_pdf(doc_id: str, data: bytes) -> list[Document]:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise LoadError("PDF is encrypted")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        total = len(reader.pages)
+        # Extraction time and text grow with pages; pages past the cap are never parsed.
+        pages = [page.extract_text() or "" for page in reader.pages[:max_pages]]
         meta_title = reader.metadata.title if reader.metadata else None
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
         raise LoadError(f"corrupt PDF: {type(exc).__name__}: {exc}") from exc
     text = "\n\n".join(p.strip() for p in pages if p.strip())
     if not text:
         raise LoadError("PDF has no extractable text (scanned image?)")
+    if total > max_pages:
+        warnings.append(
+            f"{doc_id}: truncated: only the first {max_pages:,} of {total:,} pages were read"
+            " (the cap per PDF)"
+        )
     title = str(meta_title).strip() if meta_title else _title_of(text, PurePosixPath(doc_id).stem)
     return [Document(doc_id, title, doc_id, text, {"format": "pdf", "pages": len(pages)})]
 
@@ -168,7 +177,7 @@ _LOADERS: dict[str, _Loader] = {
     ".markdown": lambda d, b, _l, out: _load_text(d, b, "md", out.warnings),
     ".html": lambda d, b, _l, out: _load_html(d, b, out.warnings),
     ".htm": lambda d, b, _l, out: _load_html(d, b, out.warnings),
-    ".pdf": lambda d, b, _l, _out: _load_pdf(d, b),
+    ".pdf": lambda d, b, lim, out: _load_pdf(d, b, lim.pdf_pages, out.warnings),
     ".jsonl": _load_jsonl,
 }
 

@@ -14,6 +14,7 @@ from services.cli.suite import Suite
 from services.common.http_client import create_http2_client
 from services.common.milvus_expr import field_equals
 from tests.integration.ingest_jobs import finished
+from tests.pdf_files import pdf_of_pages
 
 _DEEP = "[" * 200_000 + "]" * 200_000
 
@@ -98,3 +99,25 @@ async def test_awkward_but_valid_ids_round_trip(
     again = await api.post(f"/v1/collections/{collection_name}/documents", json={"documents": records})
     job = await finished(api, again.json()["job_id"])
     assert job["counts"]["unchanged"] == len(ids), job
+
+
+async def test_a_pdf_past_the_page_cap_is_truncated_with_a_warning(
+    api: httpx.AsyncClient, milvus: Any, collection_name: str
+) -> None:
+    pdf = pdf_of_pages(501, "Page number {n} of the long manual.")
+    files = [("files", ("long.pdf", pdf, "application/pdf"))]
+    accepted = await api.post(f"/v1/collections/{collection_name}/documents", files=files)
+    assert accepted.status_code == 202, accepted.text
+    job = await finished(api, accepted.json()["job_id"])
+    assert job["state"] == "completed" and job["counts"]["added"] == 1, job
+    assert job["warnings"] == [
+        "long.pdf: truncated: only the first 500 of 501 pages were read (the cap per PDF)"
+    ]
+    rows = milvus.query(
+        collection_name,
+        filter=field_equals("doc_id", "long.pdf"),
+        output_fields=["text"],
+        consistency_level="Strong",
+    )
+    text = " ".join(r["text"] for r in rows)
+    assert "number 500 of" in text and "number 501 of" not in text

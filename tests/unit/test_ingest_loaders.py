@@ -9,6 +9,7 @@ import pytest
 from fpdf import FPDF
 
 from ingest.loaders import LoadError, LoadLimits, iter_files, load_bytes, load_file
+from tests.pdf_files import pdf_of_pages
 
 
 def _pdf(text: str, title: str = "") -> bytes:
@@ -51,6 +52,15 @@ def test_pdf_text_and_title() -> None:
     assert "Milvus stores dense vectors." in doc.text
     assert doc.title == "A paper"
     assert doc.metadata["format"] == "pdf" and doc.metadata["pages"] == 1
+
+
+def test_pdf_pages_past_the_cap_are_not_read_and_the_document_says_it_was_truncated() -> None:
+    loaded = load_bytes("long.pdf", pdf_of_pages(7), LoadLimits(pdf_pages=5))
+    [doc] = loaded.documents
+    assert "Page 5 about" in doc.text and "Page 6" not in doc.text
+    assert doc.metadata["pages"] == 5
+    assert loaded.warnings == ["long.pdf: truncated: only the first 5 of 7 pages were read (the cap per PDF)"]
+    assert load_bytes("short.pdf", pdf_of_pages(5), LoadLimits(pdf_pages=5)).warnings == []
 
 
 def test_corrupt_pdf_fails_with_reason() -> None:
