@@ -6,6 +6,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from ingest.loaders import DEFAULT_MAX_JSONL_RECORDS, DEFAULT_MAX_PDF_PAGES, LoadLimits
+from ingest.sandbox import SandboxLimits
 from services.common.config import ServiceSettings
 from services.common.vector_schema import MAX_DOC_ID_CHARS
 
@@ -51,6 +52,20 @@ class IngestSettings(ServiceSettings):
         ge=1,
         description="Pages read from one PDF; the rest are not extracted, with a warning (truncated).",
     )
+    load_timeout_s: float = Field(
+        60.0, gt=0, description="Wall-clock time one file may take to load; a slower one fails alone."
+    )
+    load_cpu_s: int = Field(
+        60, ge=1, description="CPU seconds one file may take to load; past it, it fails alone."
+    )
+    load_memory_mb: int = Field(
+        768,
+        ge=64,
+        description="Address space of a loader process, in MiB; a file whose parse needs more fails alone.",
+    )
+    loader_processes: int = Field(
+        2, ge=1, description="Loader processes per worker (or `quarry ingest` run)."
+    )
     max_document_chunks: int = Field(
         5000, ge=1, description="Most chunks one document may make; a longer document fails alone."
     )
@@ -82,3 +97,6 @@ class IngestSettings(ServiceSettings):
         return LoadLimits(
             self.max_file_bytes, self.max_jsonl_records, self.max_doc_id_chars, self.max_pdf_pages
         )
+
+    def sandbox_limits(self) -> SandboxLimits:
+        return SandboxLimits(self.load_memory_mb, self.load_cpu_s, self.load_timeout_s, self.loader_processes)

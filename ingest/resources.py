@@ -14,6 +14,7 @@ from ingest.collections import CollectionConfig, CollectionConfigs
 from ingest.config import IngestSettings
 from ingest.indexer import Indexer
 from ingest.jobs import JobStore
+from ingest.sandbox import LoaderPool
 from ingest.store import ChunkStore
 from services.common.embeddings_client import EmbeddingsClient
 
@@ -27,6 +28,8 @@ class IngestResources:
     indexer: Indexer
     configs: CollectionConfigs
     jobs: JobStore
+    # Loader processes start at the first file loaded, so the API, which loads none, has none.
+    loaders: LoaderPool
 
     async def chunker(self, collection: str) -> Chunker:
         config = await self.configs.get(collection)
@@ -41,6 +44,7 @@ async def open_resources(settings: IngestSettings) -> AsyncIterator[IngestResour
         settings.embedder_url, settings.embedding_model, timeout_s=120.0, priority="bulk"
     )
     redis = aioredis.Redis.from_url(settings.redis_url)
+    loaders = LoaderPool(settings.sandbox_limits())
     try:
         yield IngestResources(
             settings=settings,
@@ -61,8 +65,10 @@ async def open_resources(settings: IngestSettings) -> AsyncIterator[IngestResour
                 redis, CollectionConfig(settings.chunk_tokens, settings.chunk_overlap_tokens)
             ),
             jobs=JobStore(redis, settings.job_ttl_s, settings.max_job_warnings),
+            loaders=loaders,
         )
     finally:
+        loaders.close()
         await embeddings.aclose()
         await redis.aclose()
         store.close()

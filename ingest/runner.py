@@ -11,12 +11,15 @@ from ingest.indexer import DocOutcome, IngestReport
 from ingest.loaders import LoadLimits, iter_files, load_file
 from ingest.pipeline import Source, index_documents, load_sources
 from ingest.resources import open_resources
+from ingest.sandbox import LoaderPool
 
 
-def file_sources(path: Path, limits: LoadLimits) -> list[Source]:
+def file_sources(path: Path, limits: LoadLimits, loaders: LoaderPool) -> list[Source]:
     root = path if path.is_dir() else path.parent
     return [
-        Source(file.relative_to(root).as_posix(), partial(load_file, file, root, limits))
+        Source(
+            file.relative_to(root).as_posix(), partial(loaders.run, partial(load_file, file, root, limits))
+        )
         for file in iter_files(path)
     ]
 
@@ -36,7 +39,8 @@ async def ingest_path(
     ``on_loaded(total documents)``, ``on_documents(done, chunks)`` and ``on_embedded(chunks)``
     report progress.
     """
-    loaded = load_sources(file_sources(path, settings.load_limits()))
+    with LoaderPool(settings.sandbox_limits()) as loaders:
+        loaded = load_sources(file_sources(path, settings.load_limits(), loaders))
     report = IngestReport(warnings=loaded.warnings)
     for name, outcome in loaded.failures.items():
         report.record(name, outcome)

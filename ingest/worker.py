@@ -24,6 +24,7 @@ from ingest.loaders import Loaded, LoadError, LoadLimits, load_bytes, record_doc
 from ingest.pipeline import Source, index_documents, load_sources
 from ingest.queue import create_queue
 from ingest.resources import IngestResources, open_resources
+from ingest.sandbox import LoaderPool
 from services.common.corpus_generation import bump_generation
 from services.common.logs import configure_logging, get_logger
 
@@ -37,12 +38,12 @@ class WorkerContext(Context, total=False):
 INPUTS_MISSING = "inputs_missing"
 
 
-def _load_input(item: JobInput, limits: LoadLimits) -> Loaded:
+def _load_input(item: JobInput, limits: LoadLimits, loaders: LoaderPool) -> Loaded:
     if item.error:
         raise LoadError(item.error)
-    if item.record is not None:
+    if item.record is not None:  # already parsed JSON: nothing for a parser to run away on
         return Loaded([record_document(item.record, item.name, limits.doc_id_chars)])
-    return load_bytes(item.name, item.data, limits)
+    return loaders.run(partial(load_bytes, item.name, item.data, limits))
 
 
 async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
@@ -81,7 +82,7 @@ async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
             )
             return {"documents": 0}
         limits = res.settings.load_limits()
-        sources = [Source(i.name, partial(_load_input, i, limits)) for i in inputs]
+        sources = [Source(i.name, partial(_load_input, i, limits, res.loaders)) for i in inputs]
         loaded = await asyncio.to_thread(load_sources, sources)
         await res.jobs.record(job_id, loaded.failures)
         if attempt == 1:

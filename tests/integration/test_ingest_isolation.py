@@ -14,6 +14,7 @@ from services.cli.suite import Suite
 from services.common.http_client import create_http2_client
 from services.common.milvus_expr import field_equals
 from tests.integration.ingest_jobs import finished
+from tests.integration.test_ingest_sandbox import HTML_BOMB
 from tests.pdf_files import pdf_of_pages
 
 _DEEP = "[" * 200_000 + "]" * 200_000
@@ -121,3 +122,20 @@ async def test_a_pdf_past_the_page_cap_is_truncated_with_a_warning(
     )
     text = " ".join(r["text"] for r in rows)
     assert "number 500 of" in text and "number 501 of" not in text
+
+
+async def test_a_file_past_the_loader_memory_limit_fails_alone_on_the_worker(
+    api: httpx.AsyncClient, milvus: Any, collection_name: str
+) -> None:
+    files = [
+        ("files", ("bomb.html", HTML_BOMB, "text/html")),
+        ("files", ("after.md", b"# After\nA file loaded after the bomb, about recall.", "text/markdown")),
+    ]
+    accepted = await api.post(f"/v1/collections/{collection_name}/documents", files=files)
+    assert accepted.status_code == 202, accepted.text
+    job = await finished(api, accepted.json()["job_id"])
+    assert job["state"] == "completed" and job["attempts"] == 1, job
+    errors = {e["doc_id"]: e["error"] for e in job["errors"]}
+    assert "memory limit of 768 MiB" in errors["bomb.html"], errors
+    assert job["counts"]["added"] == 1
+    assert _stored_ids(milvus, collection_name, "after.md") == ["after.md"]
