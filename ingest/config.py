@@ -85,6 +85,13 @@ class IngestSettings(ServiceSettings):
     job_heartbeat_s: int = Field(
         30, description="A job silent this long is taken as dead and re-run by another worker."
     )
+    job_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "Wall-clock time one attempt of a job may run; past it the job fails (job_timeout), not retried."
+        ),
+    )
     job_retries: int = Field(5, description="Attempts per job before it is marked failed.")
     dependency_wait_s: float = Field(
         300.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -32,10 +33,16 @@ class LoadedSources:
     warnings: list[str] = field(default_factory=list)
 
 
-def load_sources(sources: Iterable[Source]) -> LoadedSources:
-    """Load everything; a source that cannot be read fails alone, with its reason."""
+def load_sources(sources: Iterable[Source], deadline: float | None = None) -> LoadedSources:
+    """Load everything; a source that cannot be read fails alone, with its reason.
+
+    Past ``deadline`` (``time.monotonic()``) no further source is loaded: a caller that gave up
+    waiting must not leave this thread loading on.
+    """
     out = LoadedSources()
     for source in sources:
+        if deadline is not None and time.monotonic() > deadline:
+            break
         # The name keys the error in the job record, so it must be storable even when the
         # name itself is what is wrong (a NUL, a lone surrogate).
         name = shown_name(source.name)

@@ -36,6 +36,7 @@ class WorkerContext(Context, total=False):
 
 
 INPUTS_MISSING = "inputs_missing"
+JOB_TIMEOUT = "job_timeout"
 
 
 def _load_input(item: JobInput, limits: LoadLimits, loaders: LoaderPool) -> Loaded:
@@ -44,6 +45,22 @@ def _load_input(item: JobInput, limits: LoadLimits, loaders: LoaderPool) -> Load
     if item.record is not None:  # already parsed JSON: nothing for a parser to run away on
         return Loaded([record_document(item.record, item.name, limits.doc_id_chars)])
     return loaders.run(partial(load_bytes, item.name, item.data, limits))
+
+
+async def _timed_out(
+    res: IngestResources, job_id: str, collection: str, attempt: int, done: int
+) -> dict[str, int]:
+    # Not retried: a job too big for its limit would be just as big the next time.
+    _log.error("ingest_job_timeout", job_id=job_id, attempt=attempt, documents=done)
+    # A batch cut between its writes and its bump must not leave cached answers stale.
+    await bump_generation(res.redis, collection)
+    await res.jobs.finish(
+        job_id,
+        "failed",
+        f"{JOB_TIMEOUT}: the job ran past its limit of {res.settings.job_timeout_s:g} s"
+        f" with {done} documents done; split it into smaller jobs",
+    )
+    return {"documents": done}
 
 
 async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
@@ -68,41 +85,52 @@ async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
 
     inputs: list[JobInput] = []
     beating = asyncio.create_task(heartbeat())
+    # Per attempt: a re-run after a crash gets its own, and attempts are bounded by job_retries.
+    budget = asyncio.timeout(res.settings.job_timeout_s)
+    deadline = time.monotonic() + res.settings.job_timeout_s
     try:
-        inputs = await res.jobs.inputs(job_id)
-        if not inputs:
-            # Expired or evicted from Redis: completing with nothing indexed would lose the
-            # documents silently. Not retried; no later attempt can find them either.
-            _log.error("ingest_job_inputs_missing", job_id=job_id, expected=view.inputs)
-            await res.jobs.finish(
-                job_id,
-                "failed",
-                f"{INPUTS_MISSING}: the job's {view.inputs} inputs are "
-                "no longer in Redis (expired or evicted); submit the documents again",
+        async with budget:
+            inputs = await res.jobs.inputs(job_id)
+            if not inputs:
+                # Expired or evicted from Redis: completing with nothing indexed would lose the
+                # documents silently. Not retried; no later attempt can find them either.
+                _log.error("ingest_job_inputs_missing", job_id=job_id, expected=view.inputs)
+                await res.jobs.finish(
+                    job_id,
+                    "failed",
+                    f"{INPUTS_MISSING}: the job's {view.inputs} inputs are "
+                    "no longer in Redis (expired or evicted); submit the documents again",
+                )
+                return {"documents": 0}
+            limits = res.settings.load_limits()
+            sources = [Source(i.name, partial(_load_input, i, limits, res.loaders)) for i in inputs]
+            loaded = await asyncio.to_thread(load_sources, sources, deadline)
+            await res.jobs.record(job_id, loaded.failures)
+            if attempt == 1:
+                await res.jobs.warn(job_id, loaded.warnings)
+
+            async def batch_done(outcomes: dict[str, DocOutcome]) -> None:
+                nonlocal done
+                await res.jobs.record(job_id, outcomes)
+                done += len(outcomes)
+
+            started = time.perf_counter()
+            chunker = await res.chunker(view.collection)
+            await index_documents(
+                res.indexer,
+                view.collection,
+                chunker,
+                loaded.documents,
+                res.settings.batch_documents,
+                batch_done,
             )
-            return {"documents": 0}
-        limits = res.settings.load_limits()
-        sources = [Source(i.name, partial(_load_input, i, limits, res.loaders)) for i in inputs]
-        loaded = await asyncio.to_thread(load_sources, sources)
-        await res.jobs.record(job_id, loaded.failures)
-        if attempt == 1:
-            await res.jobs.warn(job_id, loaded.warnings)
-
-        async def batch_done(outcomes: dict[str, DocOutcome]) -> None:
-            nonlocal done
-            await res.jobs.record(job_id, outcomes)
-            done += len(outcomes)
-
-        started = time.perf_counter()
-        chunker = await res.chunker(view.collection)
-        await index_documents(
-            res.indexer, view.collection, chunker, loaded.documents, res.settings.batch_documents, batch_done
-        )
-        if attempt > 1:
-            # An earlier attempt may have died after writing but before bumping (its documents
-            # now read as unchanged, so nothing here bumps): cached answers must not outlive it.
-            await bump_generation(res.redis, view.collection)
+            if attempt > 1:
+                # An earlier attempt may have died after writing but before bumping (its documents
+                # now read as unchanged, so nothing here bumps): cached answers must not outlive it.
+                await bump_generation(res.redis, view.collection)
     except Exception as exc:
+        if budget.expired():  # asyncio.timeout's TimeoutError, not one from a dependency
+            return await _timed_out(res, job_id, view.collection, attempt, done)
         if queued.attempts >= queued.retries:
             await res.jobs.finish(job_id, "failed", describe_error(exc))
         _log.warning("ingest_job_attempt_failed", job_id=job_id, attempt=attempt, error=str(exc)[:300])

@@ -6,7 +6,6 @@ process, with a store that performs the stale-chunk delete and then dies, as a S
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from ingest.store import ChunkStore
 from services.cli.suite import Suite
 from services.common.corpus_generation import current_generation
 from services.common.milvus_connect import connect_milvus
+from tests.integration.ingest_jobs import record_finished
 
 
 @pytest.fixture
@@ -46,13 +46,7 @@ async def _run_on_worker(settings: IngestSettings, job_id: str, jobs: JobStore) 
         await enqueue_ingest(queue, job_id, settings)
     finally:
         await queue.disconnect()
-    for _ in range(900):
-        view = await jobs.get(job_id)
-        assert view is not None
-        if view.state in ("completed", "failed"):
-            return view
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish: {view}")
+    return await record_finished(jobs, job_id, timeout_s=180)
 
 
 async def test_a_job_whose_inputs_were_evicted_fails_loudly(
