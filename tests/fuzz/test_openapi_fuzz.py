@@ -48,7 +48,7 @@ def bound_generation(case: Case[Any]) -> None:
 def aimed_at(collection: str) -> Callable[[Case[Any]], None]:
     """Bounds generation, and points about three in four query and search bodies at ``collection``
     (which holds documents), so they reach retrieval and generation instead of a 404 or 403.
-    The half is chosen from the body itself, so a seed replays the same cases."""
+    Which ones is decided by the body itself, so a seed replays the same cases."""
 
     def edit(case: Case[Any]) -> None:
         bound_generation(case)
@@ -57,7 +57,7 @@ def aimed_at(collection: str) -> Callable[[Case[Any]], None]:
             return
         if zlib.crc32(repr(sorted(body.items(), key=str)).encode()) % 4 != 0:
             body["collection"] = collection
-            # This half is to be answered: a generated pin names a variant that does not exist,
+            # These are to be answered: a generated pin names a variant that does not exist,
             # and a generated max_tokens is mostly over the LLM's cap (both 422).
             body.pop("variant", None)
             body.pop("max_tokens", None)
@@ -147,7 +147,7 @@ async def test_a_restricted_key_gets_nothing_past_its_grant(
     suite: Suite, make_key: KeyFactory, fuzz_collection: str
 ) -> None:
     """Scope query on one collection: generated cases on every route get no 5xx, and a 2xx only
-    from query or search on that collection (half the bodies name it, half anything else)."""
+    from query or search on that collection (three in four bodies name it, the rest anything else)."""
     secret = await make_key(scopes={"query"}, collections={fuzz_collection}, rate_limit="1000000/minute")
     report = await asyncio.to_thread(
         fuzz_service,
