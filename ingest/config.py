@@ -33,6 +33,12 @@ class IngestSettings(ServiceSettings):
         20 * 1024 * 1024, description="Largest file accepted; larger ones fail alone."
     )
     max_upload_files: int = Field(1000, description="Most files or records in one ingest request.")
+    max_json_body_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1,
+        description="Largest JSON records body, refused (413) before it is parsed: parsing costs many "
+        "times its size in memory. Larger sets go as JSONL files.",
+    )
     max_doc_id_chars: int = Field(
         MAX_DOC_ID_CHARS,
         ge=1,

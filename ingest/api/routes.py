@@ -74,7 +74,9 @@ async def add_documents(
         job_id, inputs = await service.submit_files(collection, files)
     elif content_type.startswith("application/json"):
         try:
-            body = DocumentsRequest.model_validate_json(await request.body())
+            body = DocumentsRequest.model_validate_json(
+                await _bounded_body(request, service.max_json_body_bytes)
+            )
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
@@ -85,6 +87,30 @@ async def add_documents(
             415, "unsupported_media_type", "send multipart/form-data files or application/json records"
         )
     return JobAccepted(job_id=job_id, collection=collection, inputs=inputs, status_url=f"/v1/jobs/{job_id}")
+
+
+async def _bounded_body(request: Request, max_bytes: int) -> bytes:
+    """The body, or 413 once it passes ``max_bytes``: what is past the cap is read and dropped,
+    never kept or parsed (answering before the upload ends makes clients see a reset)."""
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size <= max_bytes:
+            parts.append(part)
+        else:
+            parts.clear()
+    if size > max_bytes:
+        raise _too_large(max_bytes)
+    return b"".join(parts)
+
+
+def _too_large(max_bytes: int) -> APIError:
+    return APIError(
+        413,
+        "payload_too_large",
+        f"JSON records body exceeds {max_bytes} bytes; send larger sets as JSONL files",
+    )
 
 
 @router.get("/collections/{collection}/documents", response_model=DocumentList)

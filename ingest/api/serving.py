@@ -74,6 +74,10 @@ class IngestService:
     def max_files(self) -> int:
         return self._settings.max_upload_files
 
+    @property
+    def max_json_body_bytes(self) -> int:
+        return self._settings.max_json_body_bytes
+
     async def _info(self, name: str) -> CollectionInfo:
         config = await self._res.configs.get(name)
         return CollectionInfo(

@@ -14,6 +14,7 @@ from services.cli.suite import Suite
 from services.common.http_client import create_http2_client
 from services.common.milvus_connect import connect_milvus
 from services.common.milvus_expr import field_equals
+from tests.conftest import KeyFactory
 from tests.integration.ingest_jobs import finished
 
 
@@ -234,3 +235,27 @@ async def test_job_ids_are_checked_on_the_route(api: httpx.AsyncClient, collecti
             )
     finally:
         await api.delete(f"/v1/collections/{collection_name}")
+
+
+async def test_a_json_records_body_past_its_cap_is_refused_before_parsing(
+    api: httpx.AsyncClient, suite: Suite, collection_name: str, make_key: KeyFactory
+) -> None:
+    """11 MiB of records, over the 10 MiB JSON cap (under the gateway's 50 MiB upload cap):
+    413 straight from the ingest API and through the gateway, and no job is queued."""
+    text = "word " * 1000
+    records = [{"_id": f"d{i}", "text": text} for i in range(11 * 1024 * 1024 // len(text) + 1)]
+    body = json.dumps({"documents": records}).encode()
+    assert len(body) > 11 * 1024 * 1024
+    url = f"/v1/collections/{collection_name}/documents"
+    headers = {"content-type": "application/json"}
+    key = await make_key({"ingest"})
+    for base, extra in (
+        (suite.url("ingest"), {}),
+        (suite.url("gateway"), {"authorization": f"Bearer {key}"}),
+    ):
+        async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+            refused = await client.post(url, content=body, headers={**headers, **extra})
+        assert refused.status_code == 413, refused.text
+        assert refused.json()["error"]["code"] == "payload_too_large"
+    jobs = (await api.get("/v1/jobs", params={"collection": collection_name})).json()
+    assert jobs["jobs"] == []
