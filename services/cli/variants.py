@@ -136,9 +136,8 @@ def _control_from(path: Path | None) -> str | None:
     if path is None or not path.exists():
         return None
     file = read_file(path, max_variants=64)
-    versions = [v for v in file.variants if v.name == file.control_name]
-    live = [v for v in versions if v.weight > 0] or versions
-    return max(live, key=lambda v: v.version).id
+    control = file.current(file.control_name)
+    return None if control is None else control.id
 
 
 def _fmt(value: float | None, pattern: str = "{:.1%}") -> str:

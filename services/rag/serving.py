@@ -407,6 +407,9 @@ class QueryService:
         timings["total"] = _ms(query.started)
         outside = sum(timings.get(stage, 0.0) for stage in _WAITING)
         for stage, ms in timings.items():
+            rag_metrics.for_variant(rag_metrics.VARIANT_STAGE_SECONDS, self.variant.id, stage).observe(
+                ms / 1000
+            )
             if stage != "total":
                 rag_metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
         # rag's own time: everything but waiting on the embedder, Milvus and the LLM (the
@@ -437,8 +440,6 @@ class QueryService:
         cost = variant.cost(usage.prompt_tokens, usage.completion_tokens)
         cached = "true" if response.cached else "false"
         rag_metrics.for_variant(rag_metrics.VARIANT_ANSWERS, variant.id, response.answered_by, cached).inc()
-        for stage, ms in response.timings_ms.items():
-            rag_metrics.for_variant(rag_metrics.VARIANT_STAGE_SECONDS, variant.id, stage).observe(ms / 1000)
         if not response.cached:
             rag_metrics.for_variant(rag_metrics.VARIANT_TOKENS, variant.id, "prompt").inc(usage.prompt_tokens)
             rag_metrics.for_variant(rag_metrics.VARIANT_TOKENS, variant.id, "completion").inc(
@@ -449,7 +450,6 @@ class QueryService:
             rag_metrics.for_variant(rag_metrics.VARIANT_SUPPORTED_SHARE, variant.id).observe(
                 response.safety.supported_share
             )
-        hits = query.sources if query.cached is None else []
         self.records.submit(
             {
                 "answer_id": response.answer_id,
@@ -463,14 +463,7 @@ class QueryService:
                 "cached": response.cached,
                 "answered_by": response.answered_by,
                 "answerable": response.answerable,
-                "retrieved": [
-                    {"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score, "relevance": h.dense_score}
-                    for h in hits
-                ]
-                or [
-                    {"chunk_id": c.chunk_id, "doc_id": c.doc_id, "score": c.score, "relevance": c.relevance}
-                    for c in response.citations
-                ],
+                "retrieved": _retrieved(query),
                 "sentences": [s.model_dump(exclude={"evidence"}) for s in response.answer_sentences],
                 "timings_ms": response.timings_ms,
                 "tokens": {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
@@ -612,6 +605,17 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
 _CACHED_SOURCES = "_sources"
 # Stages spent waiting on dependencies: "answer" (quotes) and "verify" embed sentences.
 _WAITING = ("embed", "retrieve", "generate", "verify", "answer")
+
+
+def _retrieved(query: _Query) -> list[dict[str, Any]]:
+    """Ids and scores of every source the answer was built on (a cached one's, as cached)."""
+    if query.cached is None:
+        return [
+            {"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score, "relevance": h.dense_score}
+            for h in query.sources
+        ]
+    fields = ("chunk_id", "doc_id", "score", "relevance")
+    return [{k: source[k] for k in fields} for source in query.cached.get(_CACHED_SOURCES, [])]
 
 
 def _citation(n: int, hit: Hit) -> Citation:

@@ -34,12 +34,6 @@ class _Table:
     file: VariantFile
     services: dict[str, QueryService]  # by name@version
 
-    def latest(self, name: str) -> VariantSpec | None:
-        """A pin by name: its version taking traffic, else its highest."""
-        versions = [v for v in self.file.variants if v.name == name]
-        live = [v for v in versions if v.weight > 0]
-        return max(live or versions, key=lambda v: v.version, default=None)
-
 
 class VariantRegistry:
     def __init__(
@@ -96,7 +90,9 @@ class VariantRegistry:
             return table.services[choose(table.file.variants, identity_of(user, key_id)).id]
         name, _, version = pin.partition("@")
         spec = (
-            table.latest(name) if not version else next((v for v in table.file.variants if v.id == pin), None)
+            table.file.current(name)
+            if not version
+            else next((v for v in table.file.variants if v.id == pin), None)
         )
         if spec is None:
             raise APIError(422, "unknown_variant", f"no variant {pin!r}; see GET /v1/variants")

@@ -130,6 +130,12 @@ class VariantFile(BaseModel):
     def control_name(self) -> str:
         return self.control or self.variants[0].name
 
+    def current(self, name: str) -> VariantSpec | None:
+        """A name's version taking traffic, else its highest (what a pin by name gets)."""
+        versions = [v for v in self.variants if v.name == name]
+        live = [v for v in versions if v.weight > 0]
+        return max(live or versions, key=lambda v: v.version, default=None)
+
 
 def default_file() -> VariantFile:
     """No file: one variant, rag's own settings, all the traffic."""
