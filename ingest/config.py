@@ -33,6 +33,12 @@ class IngestSettings(ServiceSettings):
         20 * 1024 * 1024, description="Largest file accepted; larger ones fail alone."
     )
     max_upload_files: int = Field(1000, description="Most files or records in one ingest request.")
+    max_job_documents: int = Field(
+        100_000,
+        ge=1,
+        description="Most documents in one job: a request or `quarry ingest` run with more files (or "
+        "records) is refused; JSONL records past it fail, unindexed.",
+    )
     max_json_body_bytes: int = Field(
         10 * 1024 * 1024,
         ge=1,
@@ -95,7 +101,8 @@ class IngestSettings(ServiceSettings):
         3600.0,
         gt=0,
         description=(
-            "Wall-clock time one attempt of a job may run; past it the job fails (job_timeout), not retried."
+            "Wall-clock time a job may run, from its first attempt's start across every retry (and a "
+            "`quarry ingest` run); past it the job fails (job_timeout), not retried."
         ),
     )
     job_retries: int = Field(5, description="Attempts per job before it is marked failed.")

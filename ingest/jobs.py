@@ -121,11 +121,18 @@ class JobStore:
     async def start_attempt(self, job_id: str) -> int:
         """Mark the job running; the number of this attempt."""
         meta = self._keys(job_id)[0]
+        now = time.time()
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(meta, mapping={"state": "running", "started_at": time.time()})
+            pipe.hset(meta, mapping={"state": "running", "started_at": now})
+            pipe.hsetnx(meta, "first_started_at", now)  # the job's time limit counts from here
             pipe.hincrby(meta, "attempts", 1)
-            _, attempts = await pipe.execute()
+            *_, attempts = await pipe.execute()
         return int(attempts)
+
+    async def first_started_at(self, job_id: str) -> float | None:
+        """When the job's first attempt began (``time.time()``); None before any."""
+        raw = await self._redis.hget(self._keys(job_id)[0], "first_started_at")
+        return float(raw) if raw is not None else None
 
     async def record(self, job_id: str, outcomes: dict[str, DocOutcome]) -> None:
         results = self._keys(job_id)[2]

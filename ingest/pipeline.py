@@ -31,13 +31,17 @@ class LoadedSources:
     documents: list[Document] = field(default_factory=list)
     failures: dict[str, DocOutcome] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    capped: bool = False  # documents past max_documents were left out
 
 
-def load_sources(sources: Iterable[Source], deadline: float | None = None) -> LoadedSources:
+def load_sources(
+    sources: Iterable[Source], deadline: float | None = None, max_documents: int | None = None
+) -> LoadedSources:
     """Load everything; a source that cannot be read fails alone, with its reason.
 
     Past ``deadline`` (``time.monotonic()``) no further source is loaded: a caller that gave up
-    waiting must not leave this thread loading on.
+    waiting must not leave this thread loading on. Documents past ``max_documents`` fail: the
+    rest of a file that crosses the cap as one error, each later source unread as its own.
     """
     out = LoadedSources()
     for source in sources:
@@ -46,6 +50,10 @@ def load_sources(sources: Iterable[Source], deadline: float | None = None) -> Lo
         # The name keys the error in the job record, so it must be storable even when the
         # name itself is what is wrong (a NUL, a lone surrogate).
         name = shown_name(source.name)
+        if max_documents is not None and len(out.documents) >= max_documents:
+            out.failures[name] = DocOutcome("failed", error=_past_cap(max_documents, "not loaded"))
+            out.capped = True
+            continue
         try:
             loaded = source.load()
         except (LoadError, OSError) as exc:
@@ -54,10 +62,31 @@ def load_sources(sources: Iterable[Source], deadline: float | None = None) -> Lo
         except Exception as exc:  # whatever a file makes a parser raise (RecursionError...)
             out.failures[name] = DocOutcome("failed", error=describe_error(exc))
             continue
-        out.documents.extend(loaded.documents)
+        documents = loaded.documents
+        if max_documents is not None and len(out.documents) + len(documents) > max_documents:
+            documents = _cut_at_cap(name, documents, max_documents - len(out.documents), max_documents, out)
+        out.documents.extend(documents)
         out.warnings.extend(loaded.warnings)
         out.failures.update({k: DocOutcome("failed", error=v) for k, v in loaded.failures.items()})
     return out
+
+
+def _past_cap(cap: int, what: str) -> str:
+    return f"{what}: the job reached its cap of {cap:,} documents; send the rest as another job"
+
+
+def _cut_at_cap(
+    name: str, documents: list[Document], room: int, cap: int, out: LoadedSources
+) -> list[Document]:
+    """The first ``room`` documents of one source; the rest fail together under one error, so a
+    file of 100,000 records past the cap makes one line in the job's errors, not 100,000."""
+    cut = documents[room:]
+    first, last = shown_name(cut[0].doc_id), shown_name(cut[-1].doc_id)
+    ids = f"id {first!r}" if len(cut) == 1 else f"ids {first!r} to {last!r}"
+    where = f"{name} (documents {room + 1:,}-{len(documents):,})"
+    out.failures[where] = DocOutcome("failed", error=_past_cap(cap, f"{len(cut):,} not indexed ({ids})"))
+    out.capped = True
+    return documents[:room]
 
 
 async def index_documents(

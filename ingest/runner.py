@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 from ingest.config import IngestSettings
+from ingest.failures import JOB_TIMEOUT
 from ingest.indexer import DocOutcome, IngestReport
 from ingest.loaders import LoadLimits, iter_files, load_file
 from ingest.pipeline import Source, index_documents, load_sources
 from ingest.resources import open_resources
 from ingest.sandbox import LoaderPool
+from services.common.corpus_generation import bump_generation
+
+
+class IngestRefused(ValueError):
+    """The run was refused before anything was loaded; the message says why."""
+
+
+class IngestTimedOut(Exception):
+    """The run passed its time limit; ``report`` holds what was done by then (it stays indexed)."""
+
+    def __init__(self, message: str, report: IngestReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def file_sources(path: Path, limits: LoadLimits, loaders: LoaderPool) -> list[Source]:
@@ -36,35 +52,75 @@ async def ingest_path(
 ) -> IngestReport:
     """Ingest ``path`` into ``collection``; with ``prune``, documents no longer there are deleted.
 
-    ``on_loaded(total documents)``, ``on_documents(done, chunks)`` and ``on_embedded(chunks)``
-    report progress.
+    The caps of a worker's job hold here too: more files than ``max_job_documents`` is
+    :class:`IngestRefused` before any is read, and a run past ``job_timeout_s`` is
+    :class:`IngestTimedOut` (without pruning). ``on_loaded(total documents)``,
+    ``on_documents(done, chunks)`` and ``on_embedded(chunks)`` report progress.
     """
+    limit_s = settings.job_timeout_s
+    deadline = time.monotonic() + limit_s
+    cap = settings.max_job_documents
+    report = IngestReport()
+
+    def timed_out(done: int) -> IngestTimedOut:
+        return IngestTimedOut(
+            f"{JOB_TIMEOUT}: the run passed its limit of {limit_s:g} s with {done} documents done;"
+            " what was indexed stays, nothing was pruned; split it into smaller runs",
+            report,
+        )
+
     with LoaderPool(settings.sandbox_limits()) as loaders:
-        loaded = load_sources(file_sources(path, settings.load_limits(), loaders))
-    report = IngestReport(warnings=loaded.warnings)
+        sources = file_sources(path, settings.load_limits(), loaders)
+        if len(sources) > cap:
+            raise IngestRefused(
+                f"{path} holds {len(sources):,} files, over the cap of {cap:,} documents per job;"
+                " ingest it in parts"
+            )
+        loaded = load_sources(sources, deadline, cap)
+    report.warnings = loaded.warnings
     for name, outcome in loaded.failures.items():
         report.record(name, outcome)
+    if time.monotonic() > deadline:  # loading stopped at the deadline; nothing was written
+        raise timed_out(0)
     if on_loaded is not None:
         on_loaded(len(loaded.documents))
+    done = 0
     async with open_resources(settings) as res:
 
         async def batch_done(outcomes: dict[str, DocOutcome]) -> None:
+            nonlocal done
             for doc_id, outcome in outcomes.items():
                 report.record(doc_id, outcome)
+            done += len(outcomes)
             if on_documents is not None:
                 on_documents(len(outcomes), sum(o.chunks for o in outcomes.values()))
 
         chunker = await res.chunker(collection)
-        await index_documents(
-            res.indexer,
-            collection,
-            chunker,
-            loaded.documents,
-            settings.batch_documents,
-            batch_done,
-            on_embedded,
-        )
-        if prune:
+        budget = asyncio.timeout(max(deadline - time.monotonic(), 0))
+        try:
+            async with budget:
+                await index_documents(
+                    res.indexer,
+                    collection,
+                    chunker,
+                    loaded.documents,
+                    settings.batch_documents,
+                    batch_done,
+                    on_embedded,
+                )
+        except TimeoutError:
+            if not budget.expired():  # a dependency's own timeout, not the run's limit
+                raise
+            # A batch cut between its writes and its bump must not leave cached answers stale.
+            await bump_generation(res.redis, collection)
+            raise timed_out(done) from None
+        if prune and loaded.capped:
+            # Documents past the cap were never read, so they cannot be told from deleted ones.
+            report.warnings.append(
+                f"nothing pruned: the run passed its cap of {cap:,} documents, so documents past it"
+                " cannot be told from deleted ones"
+            )
+        elif prune:
             # Files that failed to load keep their old chunks: a read error is not a deletion.
             keep = {d.doc_id for d in loaded.documents} | set(loaded.failures)
             report.deleted = len(await res.indexer.prune(collection, keep))

@@ -17,7 +17,7 @@ from saq.types import Context, PartialTimersDict
 
 from ingest.chunking import chunker_for
 from ingest.config import IngestSettings
-from ingest.failures import describe_error
+from ingest.failures import JOB_TIMEOUT, describe_error
 from ingest.indexer import DocOutcome
 from ingest.jobs import JobInput
 from ingest.loaders import Loaded, LoadError, LoadLimits, load_bytes, record_document
@@ -36,7 +36,6 @@ class WorkerContext(Context, total=False):
 
 
 INPUTS_MISSING = "inputs_missing"
-JOB_TIMEOUT = "job_timeout"
 
 
 def _load_input(item: JobInput, limits: LoadLimits, loaders: LoaderPool) -> Loaded:
@@ -52,13 +51,15 @@ async def _timed_out(
 ) -> dict[str, int]:
     # Not retried: a job too big for its limit would be just as big the next time.
     _log.error("ingest_job_timeout", job_id=job_id, attempt=attempt, documents=done)
-    # A batch cut between its writes and its bump must not leave cached answers stale.
+    # A batch cut between its writes and its bump (this attempt's or an earlier one's) must not
+    # leave cached answers stale.
     await bump_generation(res.redis, collection)
+    attempts = f", over {attempt} attempts," if attempt > 1 else ""
     await res.jobs.finish(
         job_id,
         "failed",
-        f"{JOB_TIMEOUT}: the job ran past its limit of {res.settings.job_timeout_s:g} s"
-        f" with {done} documents done; split it into smaller jobs",
+        f"{JOB_TIMEOUT}: the job ran past its limit of {res.settings.job_timeout_s:g} s{attempts}"
+        f" with {done} documents done in its last attempt; split it into smaller jobs",
     )
     return {"documents": done}
 
@@ -75,6 +76,12 @@ async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
         return {}
     attempt = await res.jobs.start_attempt(job_id)
     done = 0
+    # One limit for the whole job, however many attempts it takes: a re-run after a crash or an
+    # outage gets what the earlier attempts left of it, never a fresh one.
+    first_started = await res.jobs.first_started_at(job_id) or time.time()
+    left_s = first_started + res.settings.job_timeout_s - time.time()
+    if left_s <= 0:
+        return await _timed_out(res, job_id, view.collection, attempt, done)
 
     async def heartbeat() -> None:
         # While this process lives the job is alive, even inside one long batch; after a
@@ -85,9 +92,8 @@ async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
 
     inputs: list[JobInput] = []
     beating = asyncio.create_task(heartbeat())
-    # Per attempt: a re-run after a crash gets its own, and attempts are bounded by job_retries.
-    budget = asyncio.timeout(res.settings.job_timeout_s)
-    deadline = time.monotonic() + res.settings.job_timeout_s
+    budget = asyncio.timeout(left_s)
+    deadline = time.monotonic() + left_s
     try:
         async with budget:
             inputs = await res.jobs.inputs(job_id)
@@ -104,7 +110,7 @@ async def ingest_job(ctx: WorkerContext, *, job_id: str) -> dict[str, int]:
                 return {"documents": 0}
             limits = res.settings.load_limits()
             sources = [Source(i.name, partial(_load_input, i, limits, res.loaders)) for i in inputs]
-            loaded = await asyncio.to_thread(load_sources, sources, deadline)
+            loaded = await asyncio.to_thread(load_sources, sources, deadline, res.settings.max_job_documents)
             await res.jobs.record(job_id, loaded.failures)
             if attempt == 1:
                 await res.jobs.warn(job_id, loaded.warnings)

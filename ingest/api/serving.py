@@ -124,7 +124,25 @@ class IngestService:
             # The generation outlives the collection: a cached answer from it must never return.
             await bump_generation(self._res.redis, collection)
 
+    def _check_count(self, count: int) -> None:
+        if count > self._settings.max_upload_files:
+            raise APIError(
+                413,
+                "too_many_documents",
+                f"at most {self._settings.max_upload_files} files or records per request",
+            )
+        # Each file or record is at least one document, so past the cap the job is refused whole,
+        # at the door; the records of a JSONL file are counted as it loads, and those past it fail.
+        if count > self._settings.max_job_documents:
+            raise APIError(
+                413,
+                "too_many_documents",
+                f"{count:,} files or records, over the cap of {self._settings.max_job_documents:,}"
+                " documents per job; split them into several jobs",
+            )
+
     async def submit_files(self, collection: str, files: list[UploadFile]) -> tuple[str, int]:
+        self._check_count(len(files))  # before any file is read
         inputs: list[JobInput] = []
         cap = self._settings.max_file_bytes
         for upload in files:
@@ -139,6 +157,7 @@ class IngestService:
         return await self._submit(collection, inputs)
 
     async def submit_records(self, collection: str, records: list[dict[str, Any]]) -> tuple[str, int]:
+        self._check_count(len(records))
         inputs = [
             JobInput(self._record_name(n, r), record=r)
             if isinstance(r, dict)
@@ -165,12 +184,7 @@ class IngestService:
         _check_name(collection)
         if not inputs:
             raise APIError(422, "no_documents", "send at least one file or record")
-        if len(inputs) > self._settings.max_upload_files:
-            raise APIError(
-                413,
-                "too_many_documents",
-                f"at most {self._settings.max_upload_files} files or records per request",
-            )
+        self._check_count(len(inputs))
         async with _dependencies():
             # Created here, not on the worker, so the caller can list it at once.
             await self._res.store.ensure_collection(collection, self._settings.embedding_dim)

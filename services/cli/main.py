@@ -246,10 +246,11 @@ def ingest(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ingest.config import IngestSettings
-    from ingest.runner import ingest_path
+    from ingest.runner import IngestRefused, IngestTimedOut, ingest_path
 
     started = time.perf_counter()
     embedded = 0
+    failure = ""
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -269,17 +270,24 @@ def ingest(
             progress.advance(task, done)
             progress.update(task, chunks=progress.tasks[task].fields["chunks"] + chunks)
 
-        report = asyncio.run(
-            ingest_path(
-                path,
-                collection,
-                IngestSettings(),
-                prune=prune,
-                on_loaded=lambda total: progress.update(task, total=total),
-                on_documents=on_documents,
-                on_embedded=on_embedded,
+        try:
+            report = asyncio.run(
+                ingest_path(
+                    path,
+                    collection,
+                    IngestSettings(),
+                    prune=prune,
+                    on_loaded=lambda total: progress.update(task, total=total),
+                    on_documents=on_documents,
+                    on_embedded=on_embedded,
+                )
             )
-        )
+        except IngestRefused as exc:
+            progress.stop()
+            console.print(f"[red]refused[/red] {exc}")
+            raise typer.Exit(2) from None
+        except IngestTimedOut as exc:
+            report, failure = exc.report, str(exc)
     columns = ("added", "updated", "unchanged", "deleted", "failed", "chunks")
     table = Table(title=f"ingest {path} → {collection} ({time.perf_counter() - started:.1f} s)")
     for name in columns:
@@ -290,7 +298,9 @@ def ingest(
         console.print(f"[yellow]warning[/yellow] {warning}")
     for doc_id, error in report.errors.items():
         console.print(f"[red]failed[/red] {doc_id}: {error}")
-    if report.failed:
+    if failure:
+        console.print(f"[red]failed[/red] {failure}")
+    if report.failed or failure:
         raise typer.Exit(1)
 
 
