@@ -7,7 +7,9 @@ whole suite without names colliding.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,3 +21,21 @@ class ServiceSettings(BaseSettings):
     workers: int = Field(1, description="Server worker processes; prefer replicas (metrics are per process).")
     log_level: str = Field("info", description="debug, info, warning or error.")
     log_json: bool = Field(True, description="JSON log lines (false: human-readable console).")
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port serving /metrics alone; the API port then serves no /metrics, so a network "
+        "policy can let Prometheus reach this port only. Unset: /metrics on the API port.",
+    )
+
+    @model_validator(mode="after")
+    def _metrics_port_apart(self) -> Self:
+        if self.metrics_port is None:
+            return self
+        if self.metrics_port == self.port:
+            raise ValueError("metrics_port must differ from port (leave it empty for /metrics on port)")
+        if self.workers != 1:
+            # Every worker process has its own registry and would bind the same port.
+            raise ValueError("metrics_port needs workers=1; scale with replicas")
+        return self

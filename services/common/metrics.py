@@ -6,12 +6,21 @@ not by workers inside one container.
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.common.errors import install_error_handlers
+from services.common.logs import get_logger
+from services.common.request_context import RequestContextMiddleware
+
+_log = get_logger(__name__)
 
 HTTP_REQUESTS = Counter(
     "quarry_http_requests_total",
@@ -73,3 +82,43 @@ def metrics_router(before_scrape: Callable[[], Awaitable[None]] | None = None) -
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+@asynccontextmanager
+async def metrics_server(
+    host: str, port: int, before_scrape: Callable[[], Awaitable[None]] | None = None
+) -> AsyncIterator[None]:
+    """Serves ``/metrics`` alone on ``host:port`` while the context lasts.
+
+    It runs on the app's own event loop, in the app's process, so it reads the same registry
+    and ``before_scrape`` can use the app's clients. The socket is bound here, before the app
+    counts as started: a port already taken fails the start instead of leaving a service
+    without metrics.
+    """
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    install_error_handlers(app)  # anything but /metrics: a 404 with the usual envelope
+    app.include_router(metrics_router(before_scrape))
+    app.add_middleware(RequestContextMiddleware)  # request ids and access lines, as on the API port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=128)
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the socket from here
+    config.accesslog = None
+    config.errorlog = None
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    task.add_done_callback(_log_if_died)
+    _log.info("metrics_serving", host=host, port=port)
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+def _log_if_died(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _log.error("metrics_server_died", error=repr(task.exception())[:300])
