@@ -12,7 +12,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
+from ingest.config import IngestSettings
+from services.embedder.config import EmbedderSettings
+from services.gateway.config import GatewaySettings
+from services.llm.config import LLMSettings
+from services.rag.config import RagSettings
 from tests.deploy.conftest import REPO, run
 
 COMPOSE_FILE = REPO / "compose" / "compose.yaml"
@@ -222,3 +228,37 @@ def test_only_the_gateway_is_published_beyond_loopback(
     }
     assert binds.pop(("gateway", 8100)) in {"", "0.0.0.0"}
     assert binds and set(binds.values()) == {"127.0.0.1"}, binds
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_prometheus_scrapes_the_port_each_service_serves_metrics_on(
+    compose_bin: Path, profile: str, env_file: Path
+) -> None:
+    """/metrics is on a service's API port unless its QUARRY_*_METRICS_PORT moves it (then only
+    there): compose/prometheus/prometheus.yml must follow what each service is set to."""
+    config = rendered(compose_bin, profile, env_file)
+    scrape = yaml.safe_load((REPO / "compose" / "prometheus" / "prometheus.yml").read_text())
+    (quarry,) = [job for job in scrape["scrape_configs"] if job["job_name"] == "quarry"]
+    scraped = {name: sd["port"] for sd in quarry["dns_sd_configs"] for name in sd["names"]}
+    settings = {
+        "gateway": GatewaySettings,
+        "rag": RagSettings,
+        "embedder": EmbedderSettings,
+        "llm": LLMSettings,
+        "ingest-api": IngestSettings,
+    }
+    seen = set()
+    for name, service in config["services"].items():
+        network = (service.get("networks") or {}).get("default") or {}
+        aliases = {name} | set(network.get("aliases") or [])
+        (dns_name,) = (aliases & set(settings)) or {None}
+        if dns_name is None:
+            continue
+        cls = settings[dns_name]
+        prefix = str(cls.model_config["env_prefix"])
+        env = service.get("environment") or {}
+        default_port = cls.model_fields["port"].default
+        served = int(env.get(f"{prefix}METRICS_PORT") or env.get(f"{prefix}PORT") or default_port)
+        assert scraped[dns_name] == served, name
+        seen.add(dns_name)
+    assert seen == set(scraped)
