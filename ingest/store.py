@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,8 @@ from services.common.milvus_expr import field_equals, field_in
 
 # Milvus caps one query's offset + limit at 16,384 rows.
 _QUERY_WINDOW = 16_384
+# Collections whose BM25 input is known; bounded, as job requests name collections.
+_LAYOUTS_CAP = 1024
 
 
 class StoreUnavailable(ConnectionError):
@@ -50,6 +53,7 @@ class ChunkStore:
         self._dense_index = dense_index
         self._client: Any = None
         self._lock = threading.Lock()
+        self._lexical: OrderedDict[str, bool] = OrderedDict()  # collection -> has a lexical field
 
     def _connected(self) -> Any:
         # Connect on first use, and again after a failed attempt: a process started while
@@ -94,6 +98,8 @@ class ChunkStore:
             # A restarted Milvus comes back with its collections released; loading here (a
             # no-op when loaded) spares the job's first query a "not loaded" error and retry.
             await self._run("load_collection", name)
+            self._lexical.pop(name, None)  # learnt again: another process may have made it anew
+            await self._has_lexical(name)
             return False
 
         def create() -> None:
@@ -106,6 +112,7 @@ class ChunkStore:
             )
 
         await asyncio.to_thread(create)
+        self._lexical[name] = True
         return True
 
     async def exists(self, name: str) -> bool:
@@ -115,6 +122,7 @@ class ChunkStore:
         return sorted(await self._run("list_collections"))
 
     async def drop_collection(self, name: str) -> None:
+        self._lexical.pop(name, None)  # a collection made again under the name gets today's layout
         await self._run("drop_collection", name)
 
     async def _query(
@@ -202,8 +210,23 @@ class ChunkStore:
         return result
 
     async def upsert(self, collection: str, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            await self._run("upsert", collection, list(rows))
+        if not rows:
+            return
+        if await self._has_lexical(collection):
+            rows = await asyncio.to_thread(lambda: [vs.with_lexical(r) for r in rows])
+        await self._run("upsert", collection, list(rows))
+
+    async def _has_lexical(self, collection: str) -> bool:
+        """Whether BM25 reads the ``lexical`` field (every collection made now) or ``text``
+        (one made before it existed, which keeps working as it was)."""
+        known = self._lexical.get(collection)
+        if known is None:
+            description = await self._run("describe_collection", collection)
+            known = vs.bm25_input(description) == vs.LEXICAL
+            self._lexical[collection] = known
+            while len(self._lexical) > _LAYOUTS_CAP:
+                self._lexical.popitem(last=False)
+        return known
 
     async def delete_chunks(self, collection: str, chunk_ids: Sequence[str]) -> None:
         if chunk_ids:

@@ -1,13 +1,17 @@
 """The Milvus collection layout that ingest writes and rag reads.
 
 Chunk ids are the primary key, so re-indexing the same chunk overwrites it.
-``sparse`` is filled by Milvus itself from ``text`` (its BM25 function), which
-gives full-text search without a second store.
+``sparse`` is filled by Milvus itself from ``lexical`` (its BM25 function), which gives
+full-text search without a second store; ``lexical`` holds the chunk's title and text as
+:mod:`services.common.lexical` normalises them. Collections made before ``lexical`` existed
+run BM25 over ``text``: :func:`bm25_input` tells which.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
+
+from services.common.lexical import lexical_text
 
 CHUNK_ID: Final = "chunk_id"
 DOC_ID: Final = "doc_id"
@@ -19,6 +23,7 @@ SOURCE: Final = "source"
 METADATA: Final = "metadata"
 DENSE: Final = "dense"
 SPARSE: Final = "sparse"
+LEXICAL: Final = "lexical"
 
 OUTPUT_FIELDS: Final = [CHUNK_ID, DOC_ID, CHUNK_INDEX, TEXT, TITLE, SOURCE, METADATA]
 
@@ -34,21 +39,41 @@ def build_schema(dim: int) -> Any:
     schema.add_field(DOC_ID, DataType.VARCHAR, max_length=MAX_DOC_ID_CHARS)
     schema.add_field(DOC_HASH, DataType.VARCHAR, max_length=64)
     schema.add_field(CHUNK_INDEX, DataType.INT64)
-    schema.add_field(TEXT, DataType.VARCHAR, max_length=MAX_TEXT_CHARS * 4, enable_analyzer=True)
+    schema.add_field(TEXT, DataType.VARCHAR, max_length=MAX_TEXT_CHARS * 4)
     schema.add_field(TITLE, DataType.VARCHAR, max_length=1024)
     schema.add_field(SOURCE, DataType.VARCHAR, max_length=2048)
     schema.add_field(METADATA, DataType.JSON)
     schema.add_field(DENSE, DataType.FLOAT_VECTOR, dim=dim)
+    # Normalised words are never longer than the title and text they come from.
+    schema.add_field(LEXICAL, DataType.VARCHAR, max_length=(MAX_TEXT_CHARS + 1024) * 4, enable_analyzer=True)
     schema.add_field(SPARSE, DataType.SPARSE_FLOAT_VECTOR)
     schema.add_function(
         Function(
-            name="text_bm25",
+            name="lexical_bm25",
             function_type=FunctionType.BM25,
-            input_field_names=[TEXT],
+            input_field_names=[LEXICAL],
             output_field_names=[SPARSE],
         )
     )
     return schema
+
+
+def with_lexical(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its ``lexical`` field, for a collection that has one."""
+    return {**row, LEXICAL: lexical_text(row[TITLE], row[TEXT])}
+
+
+def bm25_input(description: dict[str, Any]) -> str:
+    """The field a collection's BM25 function reads (``describe_collection``'s answer):
+    ``lexical``, or ``text`` in collections made before it."""
+    from pymilvus import FunctionType
+
+    for function in description.get("functions") or []:
+        if function.get("type") == FunctionType.BM25:
+            inputs = function.get("input_field_names") or []
+            if inputs:
+                return str(inputs[0])
+    return TEXT
 
 
 def build_index_params(client: Any, dense_index: str = "AUTOINDEX") -> Any:

@@ -66,15 +66,17 @@ async def search_collection(suite: Suite) -> AsyncIterator[str]:
     client.insert(
         name,
         [
-            {
-                **doc,
-                vs.CHUNK_ID: f"c{i}",
-                vs.DOC_HASH: "h",
-                vs.CHUNK_INDEX: 0,
-                vs.TITLE: f"title {i}",
-                vs.SOURCE: f"src/{i}.md",
-                vs.DENSE: vector,
-            }
+            vs.with_lexical(
+                {
+                    **doc,
+                    vs.CHUNK_ID: f"c{i}",
+                    vs.DOC_HASH: "h",
+                    vs.CHUNK_INDEX: 0,
+                    vs.TITLE: f"title {i}",
+                    vs.SOURCE: f"src/{i}.md",
+                    vs.DENSE: vector,
+                }
+            )
             for i, (doc, vector) in enumerate(zip(DOCS, vectors, strict=True))
         ],
     )

@@ -114,17 +114,19 @@ async def test_search_reranks_through_the_service(
     client.insert(
         name,
         [
-            {
-                vs.CHUNK_ID: f"c{i}",
-                vs.DOC_ID: f"d{i}",
-                vs.DOC_HASH: "h",
-                vs.CHUNK_INDEX: 0,
-                vs.TEXT: t,
-                vs.TITLE: "",
-                vs.SOURCE: "s",
-                vs.METADATA: {},
-                vs.DENSE: v,
-            }
+            vs.with_lexical(
+                {
+                    vs.CHUNK_ID: f"c{i}",
+                    vs.DOC_ID: f"d{i}",
+                    vs.DOC_HASH: "h",
+                    vs.CHUNK_INDEX: 0,
+                    vs.TEXT: t,
+                    vs.TITLE: "",
+                    vs.SOURCE: "s",
+                    vs.METADATA: {},
+                    vs.DENSE: v,
+                }
+            )
             for i, (t, v) in enumerate(zip(texts, vectors, strict=True))
         ],
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from services.common import vector_schema as vs
+from services.common.lexical import lexical_query
 from services.common.milvus_connect import connect_milvus
 from services.rag.retrieval.fusion import weighted_rrf, weighted_score_fusion
 from services.rag.retrieval.search_batcher import BatchKey, Results, SearchBatcher
@@ -20,8 +22,11 @@ MODES: tuple[str, ...] = get_args(Mode)
 Fusion = Literal["score", "rrf"]
 # Collections seen to exist. A name not among them is checked before it is searched, since a
 # search of a missing collection makes pymilvus log an error with a traceback: a client's
-# typo would fill the log. Bounded, as names come from clients.
+# typo would fill the log. Bounded, as names come from clients. Each entry also says whether
+# BM25 reads the collection's ``lexical`` field; it is learnt again after a while, since
+# ingest may drop a collection and make it anew.
 _KNOWN_CAP = 1024
+_KNOWN_TTL_S = 30.0
 
 
 class CollectionNotFound(Exception):
@@ -80,7 +85,7 @@ class Retriever:
         self._client: Any = connect_milvus(uri, token, timeout=10)
         self.config = config or RetrievalConfig()
         self._batcher = SearchBatcher(self._search_many, self.config.batch_window_s, self.config.max_batch)
-        self._known: OrderedDict[str, None] = OrderedDict()
+        self._known: OrderedDict[str, tuple[bool, float]] = OrderedDict()  # -> (lexical, learnt at)
 
     @property
     def batches_sent(self) -> int:
@@ -112,21 +117,24 @@ class Retriever:
             mode = "dense"
         if mode != "bm25" and vector is None:
             raise ValueError(f"{mode} search needs a query vector")
-        await self._check_exists(collection)
+        lexical = await self._check_exists(collection)
         if mode == "dense":
             return await self._ranked(collection, vs.DENSE, vector, top_k, filter_expr)
+        assert query is not None
+        # A lexical field holds normalised terms, so the query is put through the same steps.
+        terms = lexical_query(query) if lexical else query
         if mode == "bm25":
-            return await self._ranked(collection, vs.SPARSE, query, top_k, filter_expr)
+            return await self._ranked(collection, vs.SPARSE, terms, top_k, filter_expr)
         depth = max(top_k, config.hybrid_depth)
         dense, bm25 = await asyncio.gather(
             self._ranked(collection, vs.DENSE, vector, depth, filter_expr),
-            self._ranked(collection, vs.SPARSE, query, depth, filter_expr),
+            self._ranked(collection, vs.SPARSE, terms, depth, filter_expr),
         )
         cosine = {h.chunk_id: h.dense_score for h in dense}
-        lexical = {h.chunk_id: h.bm25_score for h in bm25}
+        matched = {h.chunk_id: h.bm25_score for h in bm25}
         return [
             replace(
-                hit, score=score, dense_score=cosine.get(hit.chunk_id), bm25_score=lexical.get(hit.chunk_id)
+                hit, score=score, dense_score=cosine.get(hit.chunk_id), bm25_score=matched.get(hit.chunk_id)
             )
             for hit, score in self.fuse(dense, bm25, top_k, config)
         ]
@@ -149,6 +157,8 @@ class Retriever:
     ) -> list[Hit]:
         from pymilvus.exceptions import MilvusException
 
+        if anns_field == vs.SPARSE and not str(data).strip():
+            return []  # only stop words: no term to score
         key = BatchKey(collection, anns_field, filter_expr, limit)
         try:
             if self.config.batching:
@@ -166,17 +176,29 @@ class Retriever:
             return [replace(h, score=abs(h.score), bm25_score=abs(h.score)) for h in hits]
         return [replace(h, dense_score=h.score) for h in hits]
 
-    async def _check_exists(self, collection: str) -> None:
-        if collection in self._known:
+    async def _check_exists(self, collection: str) -> bool:
+        """Raises CollectionNotFound for a missing collection; says whether BM25 reads its
+        ``lexical`` field. A store that cannot answer is left to the search to report."""
+        known = self._known.get(collection)
+        if known is not None and time.monotonic() - known[1] < _KNOWN_TTL_S:
             self._known.move_to_end(collection)
-            return
+            return known[0]
         exists = await self._has_collection(collection)
         if exists is False:
+            self._known.pop(collection, None)
             raise CollectionNotFound(collection)
-        if exists:
-            self._known[collection] = None
-            while len(self._known) > _KNOWN_CAP:
-                self._known.popitem(last=False)
+        if not exists:
+            return known[0] if known is not None else True
+        try:
+            description = await asyncio.to_thread(self._client.describe_collection, collection)
+        except Exception:
+            return known[0] if known is not None else True
+        lexical = vs.bm25_input(description) == vs.LEXICAL
+        self._known[collection] = (lexical, time.monotonic())
+        self._known.move_to_end(collection)
+        while len(self._known) > _KNOWN_CAP:
+            self._known.popitem(last=False)
+        return lexical
 
     async def _has_collection(self, collection: str) -> bool | None:
         """Whether the collection exists; None when Milvus cannot say (the search then reports
