@@ -1,12 +1,14 @@
-"""Uncached ``/v1/search`` throughput with search batching on vs off, side by side in one run.
+"""Uncached ``/v1/search`` over SciFact as ingest chunks it: BM25 over ``text`` (the layout of
+collections made before the ``lexical`` field) against BM25 over ``lexical``, side by side.
 
-    .venv/bin/python -m bench.query --data ../shared/eval/scifact --mode bm25 --mode hybrid
+    .venv/bin/python -m bench.query --data ../shared/eval/scifact --concurrency 1 --concurrency 32
 
-Starts Milvus Lite, the embedder and one rag process per configuration on
-free ports, indexes the SciFact corpus (one chunk per abstract, cached vectors), then
-drives each rag with ``concurrency`` HTTP/2 clients sending distinct SciFact queries,
-alternating the configurations (``CONFIGS``) each round. ``/v1/search`` never caches, so every
-request searches Milvus (and, for dense and hybrid, embeds its query first).
+Starts Milvus Lite, the embedder and one rag process on free ports; chunks the corpus with
+ingest's chunker and settings, embeds the chunks once (cached on disk), and writes the same
+rows through ingest's ``ChunkStore`` into one collection of each layout. Each round drives
+rag with ``concurrency`` HTTP/2 clients sending distinct SciFact queries at each collection in
+turn (``bench.rounds``). ``/v1/search`` never caches, so every request embeds its query
+(dense, hybrid) and searches Milvus.
 """
 
 from __future__ import annotations
@@ -23,18 +25,20 @@ from rich.table import Table
 
 from bench.proc_cpu import tree_cpu_s
 from bench.rounds import in_turn
-from services.cli.beir import load_split
+from ingest.chunking import chunker_for
+from ingest.config import IngestSettings
+from ingest.documents import Document
+from ingest.store import ChunkStore
+from services.cli.beir import BeirSplit, load_split
 from services.cli.embedding_cache import embed_cached
-from services.cli.eval import index_corpus
-from services.cli.suite import Child, Ports, Suite
+from services.cli.suite import Ports, Suite
+from services.common import vector_schema as vs
 from services.common.http_client import create_http2_client
+from services.common.milvus_connect import connect_milvus
 
-COLLECTION = "bench_scifact"
-CONFIGS = {
-    "batching on": {"QUARRY_RAG_SEARCH_BATCHING": "true"},
-    "batching off": {"QUARRY_RAG_SEARCH_BATCHING": "false"},
-}
+LAYOUTS = {"text BM25 (before)": "bench_text_bm25", "lexical BM25": "bench_lexical"}
 SERVICES = ("milvus", "embedder", "rag")
+_WRITE_BATCH = 500
 
 
 def _pid(suite: Suite, name: str) -> int:
@@ -44,7 +48,7 @@ def _pid(suite: Suite, name: str) -> int:
 
 
 async def _drive(
-    url: str, queries: list[str], mode: str, seconds: float, concurrency: int
+    url: str, collection: str, queries: list[str], mode: str, seconds: float, concurrency: int
 ) -> tuple[list[float], float]:
     """Latencies of every request and the wall time until the last one finished."""
     latencies: list[float] = []
@@ -53,7 +57,7 @@ async def _drive(
         # Warm-up: connections open, thread pools spun up.
         await asyncio.gather(
             *(
-                c.post("/v1/search", json={"query": "warm", "collection": COLLECTION, "mode": mode})
+                c.post("/v1/search", json={"query": "warm", "collection": collection, "mode": mode})
                 for c in clients
             )
         )
@@ -65,7 +69,7 @@ async def _drive(
             while time.perf_counter() < deadline:
                 body = {
                     "query": queries[i % len(queries)],
-                    "collection": COLLECTION,
+                    "collection": collection,
                     "mode": mode,
                     "top_k": 10,
                 }
@@ -85,12 +89,54 @@ async def _drive(
     return latencies, elapsed
 
 
+async def _index(uri: str, split: BeirSplit) -> int:
+    """The corpus's chunks, as ingest makes and writes them, into one collection per layout."""
+    settings = IngestSettings()
+    chunker = chunker_for(settings.chunk_tokens, settings.chunk_overlap_tokens)
+    docs = [Document(d.doc_id, d.title, d.doc_id, d.text, {}) for d in split.corpus]
+    chunks = [(doc, chunk) for doc in docs for chunk in chunker.split(doc)]
+    vectors = embed_cached([chunk.text for _, chunk in chunks])
+    rows = [
+        {
+            vs.CHUNK_ID: chunk.chunk_id,
+            vs.DOC_ID: doc.doc_id,
+            vs.DOC_HASH: doc.content_hash,
+            vs.CHUNK_INDEX: chunk.index,
+            vs.TEXT: chunk.text,
+            vs.TITLE: doc.title[:1024],
+            vs.SOURCE: doc.source,
+            vs.METADATA: {},
+            vs.DENSE: vector.tolist(),
+        }
+        for (doc, chunk), vector in zip(chunks, vectors, strict=True)
+    ]
+    client = connect_milvus(uri)
+    client.create_collection(
+        LAYOUTS["text BM25 (before)"],
+        schema=vs.build_schema(int(vectors.shape[1]), lexical=False),
+        index_params=vs.build_index_params(client),
+    )
+    client.close()
+    store = ChunkStore(uri)
+    try:
+        for collection in LAYOUTS.values():
+            await store.ensure_collection(collection, int(vectors.shape[1]))
+            for start in range(0, len(rows), _WRITE_BATCH):
+                await store.upsert(collection, rows[start : start + _WRITE_BATCH])
+            await store.flush(collection)
+    finally:
+        store.close()
+    return len(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=Path("../shared/eval/scifact"))
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--concurrency", type=int, action="append", help="Clients; repeat for several (default 32)."
+    )
     parser.add_argument(
         "--mode",
         action="append",
@@ -102,8 +148,9 @@ def main() -> None:
     args = parser.parse_args()
 
     split = load_split(args.data, "test")
-    vectors = embed_cached([d.passage for d in split.corpus])
     queries = list(load_split(args.data, "train").queries.values()) + list(split.queries.values())
+    modes: list[str] = args.mode or ["hybrid"]
+    concurrencies: list[int] = args.concurrency or [32]
 
     with tempfile.TemporaryDirectory(prefix="quarry-bench-") as scratch:
         tmp = args.work_dir or Path(scratch)  # --work-dir keeps the services' logs
@@ -112,86 +159,71 @@ def main() -> None:
         suite.define()
         for name in ("llm", "gateway"):
             del suite.children[name]
-        urls: dict[str, str] = {}
-        for label, config in CONFIGS.items():
-            port = Ports.free().rag
-            env = {
-                **suite.service_env(),
-                "QUARRY_RAG_PORT": str(port),
-                **config,
-                # Throughput, not load shedding, is measured: without batching 32 clients queue
-                # searches past the 5 s default and the breaker would turn them into 503s.
+        suite.children["rag"].env.update(
+            {
+                # Throughput, not load shedding, is measured: 32 clients can queue searches
+                # past the 5 s default and the breaker would turn them into 503s.
                 "QUARRY_RAG_RETRIEVE_TIMEOUT_S": "300",
                 "QUARRY_RAG_EMBED_TIMEOUT_S": "300",
                 "QUARRY_RAG_RETRIES": "0",
             }
-            url = f"http://127.0.0.1:{port}"
-            suite.children[label] = Child(
-                label,
-                [*suite.children["rag"].argv],
-                env,
-                f"{url}/health/ready",
-                tmp / f"{label.replace(' ', '_')}.log",
-            )
-            urls[label] = url
-        del suite.children["rag"]
+        )
         try:
             deadline = time.monotonic() + 300
-            for stage in (("milvus", "embedder"), tuple(CONFIGS)):
+            for stage in (("milvus", "embedder"), ("rag",)):
                 for name in stage:
                     suite.children[name].start()
                 for name in stage:
                     suite.wait_ready(name, deadline)
-            index_corpus(suite.milvus_uri, COLLECTION, split, vectors)
-            modes: list[str] = args.mode or ["hybrid"]
-            results: dict[tuple[str, str], list[float]] = {(m, c): [] for m in modes for c in CONFIGS}
-            busy: dict[tuple[str, str], float] = dict.fromkeys(results, 0.0)
-            # CPU seconds per service, to show where a request's cost lies (and so what
-            # batching can share: only Milvus' per-call part).
-            cpu: dict[tuple[str, str], dict[str, float]] = {k: dict.fromkeys(SERVICES, 0.0) for k in results}
+            chunks = asyncio.run(_index(suite.milvus_uri, split))
+            targets = [(m, c, label) for m in modes for c in concurrencies for label in LAYOUTS]
+            results: dict[tuple[str, int, str], list[float]] = {t: [] for t in targets}
+            busy: dict[tuple[str, int, str], float] = dict.fromkeys(targets, 0.0)
+            # CPU seconds per service, to show where a request's cost lies.
+            cpu = {t: dict.fromkeys(SERVICES, 0.0) for t in targets}
+            pids = {name: _pid(suite, name) for name in SERVICES}
             for round_ in range(args.rounds):
-                for mode, label in in_turn(results, round_):
-                    pids = {
-                        "milvus": _pid(suite, "milvus"),
-                        "embedder": _pid(suite, "embedder"),
-                        "rag": _pid(suite, label),
-                    }
+                for target in in_turn(targets, round_):
+                    mode, concurrency, label = target
                     before = {name: tree_cpu_s(pid) for name, pid in pids.items()}
                     latencies, elapsed = asyncio.run(
-                        _drive(urls[label], queries, mode, args.seconds, args.concurrency)
+                        _drive(suite.url("rag"), LAYOUTS[label], queries, mode, args.seconds, concurrency)
                     )
                     for name, pid in pids.items():
-                        cpu[mode, label][name] += tree_cpu_s(pid) - before[name]
-                    results[mode, label] += latencies
-                    busy[mode, label] += elapsed
+                        cpu[target][name] += tree_cpu_s(pid) - before[name]
+                    results[target] += latencies
+                    busy[target] += elapsed
         finally:
             suite.stop()
 
     table = Table(
-        title=f"/v1/search, {args.concurrency} concurrent HTTP/2 clients, "
-        f"{len(split.corpus)} chunks, {args.rounds}x{args.seconds:g} s each"
+        title=f"/v1/search over {chunks:,} SciFact chunks (ingest's chunking), "
+        f"{args.rounds}x{args.seconds:g} s per target"
     )
-    columns = ["mode", "config", "requests", "req/s", "p50 ms", "p99 ms"]
+    columns = ["mode", "clients", "layout", "requests", "req/s", "p50 ms", "p99 ms"]
     columns += [f"{name} CPU ms/req" for name in SERVICES]
     for column in columns:
         table.add_column(column, justify="right")
-    rates: dict[tuple[str, str], float] = {}
-    for (mode, label), latencies in results.items():
-        rates[mode, label] = len(latencies) / busy[mode, label]
-        ordered = sorted(latencies)
+    before_label, after_label = LAYOUTS
+    for mode, concurrency, label in targets:
+        latencies = sorted(results[mode, concurrency, label])
+        rate = len(latencies) / busy[mode, concurrency, label]
         table.add_row(
             mode,
+            str(concurrency),
             label,
             str(len(latencies)),
-            f"{rates[mode, label]:.1f}",
-            f"{statistics.median(ordered) * 1000:.1f}",
-            f"{ordered[int(len(ordered) * 0.99) - 1] * 1000:.1f}",
-            *(f"{cpu[mode, label][name] * 1000 / len(latencies):.2f}" for name in SERVICES),
+            f"{rate:.1f}",
+            f"{statistics.median(latencies) * 1000:.1f}",
+            f"{latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000:.1f}",
+            *(f"{cpu[mode, concurrency, label][n] * 1000 / len(latencies):.2f}" for n in SERVICES),
         )
-        if label == "batching off":
-            ratio = rates[mode, "batching on"] / rates[mode, "batching off"]
-            table.add_row(mode, "ratio on/off", "", f"{ratio:.2f}x", "", "")
-    Console(width=150).print(table)
+        if label == after_label:
+            old = sorted(results[mode, concurrency, before_label])
+            speed = rate / (len(old) / busy[mode, concurrency, before_label])
+            p50 = statistics.median(latencies) / statistics.median(old)
+            table.add_row(mode, str(concurrency), "lexical / before", "", f"{speed:.2f}x", f"{p50:.2f}x", "")
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":

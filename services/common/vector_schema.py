@@ -31,27 +31,33 @@ MAX_TEXT_CHARS: Final = 16_384
 MAX_DOC_ID_CHARS: Final = 512
 
 
-def build_schema(dim: int) -> Any:
+def build_schema(dim: int, lexical: bool = True) -> Any:
+    """The layout of a new collection; ``lexical=False`` builds the one collections had before
+    the ``lexical`` field (BM25 over ``text``), which rag and ingest still serve."""
     from pymilvus import DataType, Function, FunctionType, MilvusClient
 
+    bm25_input = LEXICAL if lexical else TEXT
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field(CHUNK_ID, DataType.VARCHAR, is_primary=True, max_length=64)
     schema.add_field(DOC_ID, DataType.VARCHAR, max_length=MAX_DOC_ID_CHARS)
     schema.add_field(DOC_HASH, DataType.VARCHAR, max_length=64)
     schema.add_field(CHUNK_INDEX, DataType.INT64)
-    schema.add_field(TEXT, DataType.VARCHAR, max_length=MAX_TEXT_CHARS * 4)
+    schema.add_field(TEXT, DataType.VARCHAR, max_length=MAX_TEXT_CHARS * 4, enable_analyzer=not lexical)
     schema.add_field(TITLE, DataType.VARCHAR, max_length=1024)
     schema.add_field(SOURCE, DataType.VARCHAR, max_length=2048)
     schema.add_field(METADATA, DataType.JSON)
     schema.add_field(DENSE, DataType.FLOAT_VECTOR, dim=dim)
-    # Normalised words are never longer than the title and text they come from.
-    schema.add_field(LEXICAL, DataType.VARCHAR, max_length=(MAX_TEXT_CHARS + 1024) * 4, enable_analyzer=True)
+    if lexical:
+        # Normalised words are never longer than the title and text they come from.
+        schema.add_field(
+            LEXICAL, DataType.VARCHAR, max_length=(MAX_TEXT_CHARS + 1024) * 4, enable_analyzer=True
+        )
     schema.add_field(SPARSE, DataType.SPARSE_FLOAT_VECTOR)
     schema.add_function(
         Function(
-            name="lexical_bm25",
+            name=f"{bm25_input}_bm25",
             function_type=FunctionType.BM25,
-            input_field_names=[LEXICAL],
+            input_field_names=[bm25_input],
             output_field_names=[SPARSE],
         )
     )

@@ -23,7 +23,11 @@ from services.common.milvus_expr import field_equals
 # The kinase record's title holds words its text lacks.
 RECORDS = [
     {"_id": "kinase", "title": "Kinase inhibition in tumours", "text": "The compound blocked signalling."},
-    {"_id": "granite", "title": "Granite", "text": "Granite forms when magma cools slowly deep below the surface."},
+    {
+        "_id": "granite",
+        "title": "Granite",
+        "text": "Granite forms when magma cools slowly deep below the surface.",
+    },
 ]
 
 
@@ -72,7 +76,9 @@ async def test_a_collection_made_before_the_lexical_field_still_works(
     tmp_path: Path, ingest_settings: IngestSettings, collection_name: str, suite: Suite, milvus: Any
 ) -> None:
     milvus.create_collection(
-        collection_name, schema=_text_bm25_schema(384), index_params=vs.build_index_params(milvus)
+        collection_name,
+        schema=vs.build_schema(384, lexical=False),
+        index_params=vs.build_index_params(milvus),
     )
     _write(tmp_path)
     report = await ingest_path(tmp_path, collection_name, ingest_settings)
@@ -80,29 +86,3 @@ async def test_a_collection_made_before_the_lexical_field_still_works(
     assert vs.bm25_input(milvus.describe_collection(collection_name)) == vs.TEXT
     hits = await _bm25(suite, collection_name, "magma cools")
     assert hits and hits[0]["doc_id"] == "granite"
-
-
-def _text_bm25_schema(dim: int) -> Any:
-    """The layout collections had before ``lexical``: BM25 straight over ``text``."""
-    from pymilvus import DataType, Function, FunctionType, MilvusClient
-
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field(vs.CHUNK_ID, DataType.VARCHAR, is_primary=True, max_length=64)
-    schema.add_field(vs.DOC_ID, DataType.VARCHAR, max_length=vs.MAX_DOC_ID_CHARS)
-    schema.add_field(vs.DOC_HASH, DataType.VARCHAR, max_length=64)
-    schema.add_field(vs.CHUNK_INDEX, DataType.INT64)
-    schema.add_field(vs.TEXT, DataType.VARCHAR, max_length=vs.MAX_TEXT_CHARS * 4, enable_analyzer=True)
-    schema.add_field(vs.TITLE, DataType.VARCHAR, max_length=1024)
-    schema.add_field(vs.SOURCE, DataType.VARCHAR, max_length=2048)
-    schema.add_field(vs.METADATA, DataType.JSON)
-    schema.add_field(vs.DENSE, DataType.FLOAT_VECTOR, dim=dim)
-    schema.add_field(vs.SPARSE, DataType.SPARSE_FLOAT_VECTOR)
-    schema.add_function(
-        Function(
-            name="text_bm25",
-            function_type=FunctionType.BM25,
-            input_field_names=[vs.TEXT],
-            output_field_names=[vs.SPARSE],
-        )
-    )
-    return schema
