@@ -25,7 +25,7 @@ from bench.proc_cpu import tree_cpu_s
 from bench.rounds import in_turn
 from services.cli.beir import load_split
 from services.cli.embedding_cache import embed_cached
-from services.cli.eval import index_corpus
+from services.cli.retrieval_eval import index_corpus
 from services.cli.suite import Child, Ports, Suite
 from services.common.http_client import create_http2_client
 

@@ -10,8 +10,9 @@ from ingest.config import IngestSettings
 from ingest.indexer import DocOutcome, IngestReport
 from ingest.loaders import LoadLimits, iter_files, load_file
 from ingest.pipeline import Source, index_documents, load_sources
-from ingest.resources import open_resources
+from ingest.resources import EmbeddingsFactory, open_resources
 from ingest.sandbox import LoaderPool
+from services.common.embeddings_client import EmbeddingsClient
 
 
 def file_sources(path: Path, limits: LoadLimits, loaders: LoaderPool) -> list[Source]:
@@ -33,11 +34,12 @@ async def ingest_path(
     on_loaded: Callable[[int], None] | None = None,
     on_documents: Callable[[int, int], None] | None = None,
     on_embedded: Callable[[int], None] | None = None,
+    embeddings_client: EmbeddingsFactory = EmbeddingsClient,
 ) -> IngestReport:
     """Ingest ``path`` into ``collection``; with ``prune``, documents no longer there are deleted.
 
     ``on_loaded(total documents)``, ``on_documents(done, chunks)`` and ``on_embedded(chunks)``
-    report progress.
+    report progress. ``embeddings_client`` builds the embedder client (see ``open_resources``).
     """
     with LoaderPool(settings.sandbox_limits()) as loaders:
         loaded = load_sources(file_sources(path, settings.load_limits(), loaders))
@@ -46,7 +48,7 @@ async def ingest_path(
         report.record(name, outcome)
     if on_loaded is not None:
         on_loaded(len(loaded.documents))
-    async with open_resources(settings) as res:
+    async with open_resources(settings, embeddings_client) as res:
 
         async def batch_done(outcomes: dict[str, DocOutcome]) -> None:
             for doc_id, outcome in outcomes.items():
