@@ -13,6 +13,7 @@ import asyncio
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -105,7 +106,7 @@ def eval_command(
     beir = load_split(data, split)
     config = RetrievalConfig.from_settings(RagSettings())
 
-    def run(services: EvalServices) -> EvalResult:
+    def run(services: EvalServices, progress: Callable[[str], None]) -> EvalResult:
         return asyncio.run(
             evaluate_product(
                 services,
@@ -116,15 +117,16 @@ def eval_command(
                 cache_dir=cache_dir,
                 concurrency=concurrency,
                 latency_queries=latency_queries,
+                progress=progress,
             )
         )
 
     with (
-        console.status("starting Milvus Lite, embedder and rag; indexing; searching..."),
+        console.status("starting Milvus Lite, the embedder and rag...") as status,
         tempfile.TemporaryDirectory(prefix="quarry-eval-") as tmp,
         eval_services(Path(tmp), redis_url or default_redis_url(), milvus_uri) as services,
     ):
-        result = run(services)
+        result = run(services, status.update)
     _print_retrieval(result, data, split, len(beir.queries), time.perf_counter() - started, concurrency)
     fusion = f"RRF k={config.rrf_k:g}" if config.fusion == "rrf" else "max-normalised scores"
     console.print(

@@ -50,10 +50,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -95,8 +96,6 @@ class EvalError(Exception):
 @contextmanager
 def milvus_lite_server(data_dir: Path) -> Iterator[str]:
     """A Milvus Lite server on a free port for the duration of the block; yields its URI."""
-    import shutil
-
     port = free_port()
     milvus = shutil.which("milvus-lite") or str(Path(sys.executable).with_name("milvus-lite"))
     argv = [milvus, "server", "--data-dir", str(data_dir / "milvus"), "--host", "127.0.0.1"]
@@ -173,8 +172,16 @@ def collection_for(data: Path, suffix: str = "") -> str:
     return f"eval_{slug}{suffix}"
 
 
+Progress = Callable[[str], None]
+
+
 async def build_ingest_index(
-    corpus: Path, collection: str, settings: IngestSettings, cache: VectorCache, cache_model: str
+    corpus: Path,
+    collection: str,
+    settings: IngestSettings,
+    cache: VectorCache,
+    cache_model: str,
+    progress: Progress | None = None,
 ) -> IndexBuild:
     """``corpus`` ingested into a fresh ``collection`` by ingest's own pipeline, embeddings cached."""
     store = ChunkStore(settings.milvus_uri, settings.milvus_token, settings.dense_index)
@@ -188,11 +195,25 @@ async def build_ingest_index(
         store.close()
         await redis.aclose()
     hits, misses = cache.hits, cache.misses
+    total, done, chunks = 0, 0, 0
+
+    def loaded(documents: int) -> None:
+        nonlocal total
+        total = documents
+
+    def indexed(documents: int, new_chunks: int) -> None:
+        nonlocal done, chunks
+        done, chunks = done + documents, chunks + new_chunks
+        if progress is not None:
+            progress(f"ingest: {done:,}/{total:,} documents, {chunks:,} chunks")
+
     started = time.perf_counter()
     report = await ingest_path(
         corpus,
         collection,
         settings,
+        on_loaded=loaded,
+        on_documents=indexed,
         embeddings_client=partial(CachingEmbeddingsClient, cache=cache, cache_model=cache_model),
     )
     seconds = time.perf_counter() - started
@@ -355,12 +376,15 @@ async def evaluate_product(
     concurrency: int = 8,
     latency_queries: int = 300,
     collection: str | None = None,
+    progress: Progress | None = None,
 ) -> EvalResult:
     """Build the index (ingest's pipeline, or the ablation's rows), then score every mode."""
     model = served_model(services.embedder_url)
+    say = progress or (lambda _: None)
     cache_path: Path | None = None
     if one_chunk_per_doc:
         name = collection or collection_for(data, "_passages")
+        say("embedding and writing one row per document")
         index = await asyncio.to_thread(build_passage_index, services.milvus_uri, name, split, cache_dir)
     else:
         name = collection or collection_for(data)
@@ -370,7 +394,7 @@ async def evaluate_product(
             milvus_uri=services.milvus_uri, redis_url=services.redis_url, embedder_url=services.embedder_url
         )
         try:
-            index = await build_ingest_index(data / "corpus.jsonl", name, settings, cache, model)
+            index = await build_ingest_index(data / "corpus.jsonl", name, settings, cache, model, say)
         finally:
             cache.close()
     runs: dict[str, ModeRun] = {}
@@ -378,6 +402,7 @@ async def evaluate_product(
     limits = httpx.Limits(max_connections=max(concurrency, 1), max_keepalive_connections=max(concurrency, 1))
     async with httpx.AsyncClient(base_url=services.rag_url, timeout=120, limits=limits) as client:
         for mode in modes:
+            say(f"searching: {mode}")
             runs[mode] = await run_mode(client, name, split.queries, mode, concurrency, latency_queries)
     scores = {mode: evaluate(run.rankings, split.qrels) for mode, run in runs.items()}
     return EvalResult(index, runs, scores, cache_path, model)

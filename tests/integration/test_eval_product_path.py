@@ -41,9 +41,12 @@ def write_corpus(root: Path) -> Path:
         {"_id": topic, "title": f"The {topic} record", "text": _long_text(topic), "metadata": {}}
         for topic in LONG
     ] + [
-        {"_id": "coffee", "title": "Coffee", "text": "Roasting coffee beans darkens them and adds bitterness."},
-        {"_id": "bees", "title": "Bees", "text": "Honey bees pollinate flowering crops while they gather nectar."},
-        {"_id": "tides", "title": "Tides", "text": "Ocean tides rise and fall with the pull of the moon."},
+        {"_id": doc_id, "title": doc_id.title(), "text": text}
+        for doc_id, text in (
+            ("coffee", "Roasting coffee beans darkens them and adds bitterness."),
+            ("bees", "Honey bees pollinate flowering crops while they gather nectar."),
+            ("tides", "Ocean tides rise and fall with the pull of the moon."),
+        )
     ]
     queries = {
         "q1": "What did the field survey of the glacier record at each station?",
