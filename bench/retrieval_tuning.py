@@ -20,8 +20,8 @@ from rich.table import Table
 
 from services.cli.beir import load_split
 from services.cli.embedding_cache import cache_key, embed_cached
-from services.cli.eval import index_corpus, milvus_lite_server
 from services.cli.ir_metrics import evaluate
+from services.cli.retrieval_eval import index_corpus, milvus_lite_server
 from services.rag.retrieval.retriever import Hit, Mode, RetrievalConfig, Retriever
 
 DEPTH = 200

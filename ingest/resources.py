@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,11 +36,18 @@ class IngestResources:
         return chunker_for(config.chunk_tokens, config.chunk_overlap_tokens)
 
 
+# Builds the embedder client from ingest's arguments; a caller may pass a subclass (``quarry
+# eval`` passes one that caches vectors on disk) and ingest still decides what is sent.
+EmbeddingsFactory = Callable[..., EmbeddingsClient]
+
+
 @asynccontextmanager
-async def open_resources(settings: IngestSettings) -> AsyncIterator[IngestResources]:
+async def open_resources(
+    settings: IngestSettings, embeddings_client: EmbeddingsFactory = EmbeddingsClient
+) -> AsyncIterator[IngestResources]:
     store = ChunkStore(settings.milvus_uri, settings.milvus_token, settings.dense_index)
     # Long timeout: a big batch may wait behind others in the embedder's queue.
-    embeddings = EmbeddingsClient(
+    embeddings = embeddings_client(
         settings.embedder_url, settings.embedding_model, timeout_s=120.0, priority="bulk"
     )
     redis = aioredis.Redis.from_url(settings.redis_url)

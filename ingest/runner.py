@@ -13,9 +13,10 @@ from ingest.failures import JOB_TIMEOUT
 from ingest.indexer import DocOutcome, IngestReport
 from ingest.loaders import LoadLimits, iter_files, load_file
 from ingest.pipeline import Source, index_documents, load_sources
-from ingest.resources import open_resources
+from ingest.resources import EmbeddingsFactory, open_resources
 from ingest.sandbox import LoaderPool
 from services.common.corpus_generation import bump_generation
+from services.common.embeddings_client import EmbeddingsClient
 
 
 class IngestRefused(ValueError):
@@ -49,6 +50,7 @@ async def ingest_path(
     on_loaded: Callable[[int], None] | None = None,
     on_documents: Callable[[int, int], None] | None = None,
     on_embedded: Callable[[int], None] | None = None,
+    embeddings_client: EmbeddingsFactory = EmbeddingsClient,
 ) -> IngestReport:
     """Ingest ``path`` into ``collection``; with ``prune``, documents no longer there are deleted.
 
@@ -56,6 +58,7 @@ async def ingest_path(
     :class:`IngestRefused` before any is read, and a run past ``job_timeout_s`` is
     :class:`IngestTimedOut` (without pruning). ``on_loaded(total documents)``,
     ``on_documents(done, chunks)`` and ``on_embedded(chunks)`` report progress.
+    ``embeddings_client`` builds the embedder client (see ``open_resources``).
     """
     limit_s = settings.job_timeout_s
     deadline = time.monotonic() + limit_s
@@ -85,7 +88,7 @@ async def ingest_path(
     if on_loaded is not None:
         on_loaded(len(loaded.documents))
     done = 0
-    async with open_resources(settings) as res:
+    async with open_resources(settings, embeddings_client) as res:
 
         async def batch_done(outcomes: dict[str, DocOutcome]) -> None:
             nonlocal done

@@ -1,24 +1,21 @@
-"""``quarry eval``: retrieval quality on a BEIR data set for dense, BM25 and hybrid search.
+"""``quarry eval``: retrieval quality on a BEIR data set for dense, BM25 and hybrid search, or answers.
 
-The corpus is indexed in-process: passages are embedded with the embedder's own model
-code (cached on disk), written with the ingest schema into a Milvus Lite server this
-command starts (or the one ``--milvus-uri`` names), and searched through the rag
-service's :class:`Retriever`, the same code ``/v1/search`` runs.
+Retrieval (``--data``) is measured through the product path: the corpus is ingested by
+ingest's own pipeline and searched through rag's ``/v1/search``; see
+:mod:`services.cli.retrieval_eval` for exactly what is shared with a user's path and what is
+not. ``--one-chunk-per-doc`` is the ablation with one in-process embedded row per document.
+Answers (``--answers``, ``--claims``) are asked through the gateway's ``/v1/query``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import socket
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import typer
@@ -26,132 +23,21 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.api_key import api_key
-from services.cli.beir import BeirSplit, load_split
-from services.cli.embedding_cache import cache_key, embed_cached
-from services.cli.ir_metrics import evaluate
-from services.cli.suite import Child, free_port
-from services.common import vector_schema as vs
-from services.common.milvus_connect import connect_milvus
+from services.cli.beir import load_split
+from services.cli.embedding_cache import DEFAULT_CACHE_DIR
+from services.cli.retrieval_eval import (
+    DEPTH,
+    EvalResult,
+    EvalServices,
+    default_redis_url,
+    eval_services,
+    evaluate_product,
+    percentile,
+)
 from services.rag.config import RagSettings
-from services.rag.retrieval.retriever import MODES, Mode, RetrievalConfig, Retriever
+from services.rag.retrieval.retriever import MODES, RetrievalConfig
 
 console = Console()
-DEPTH = 100  # Recall@100 needs a hundred results
-_INSERT_BATCH = 500
-
-
-@contextmanager
-def milvus_lite_server(data_dir: Path) -> Iterator[str]:
-    """A Milvus Lite server on a free port for the duration of the block; yields its URI."""
-    port = free_port()
-    milvus = shutil.which("milvus-lite") or str(Path(sys.executable).with_name("milvus-lite"))
-    child = Child(
-        "milvus",
-        [
-            milvus,
-            "server",
-            "--data-dir",
-            str(data_dir / "milvus"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        {},
-        None,
-        data_dir / "milvus.log",
-    )
-    child.start()
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or not child.alive():
-                    raise RuntimeError(f"Milvus Lite did not start; see {child.log_path}") from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        child.stop()
-
-
-def index_corpus(uri: str, collection: str, split: BeirSplit, vectors: Any) -> None:
-    """One chunk per document (title + abstract), written with the ingest schema."""
-
-    client = connect_milvus(uri)
-    try:
-        if client.has_collection(collection):
-            client.drop_collection(collection)
-        client.create_collection(
-            collection,
-            schema=vs.build_schema(int(vectors.shape[1])),
-            index_params=vs.build_index_params(client),
-        )
-        rows = [
-            {
-                vs.CHUNK_ID: doc.doc_id,
-                vs.DOC_ID: doc.doc_id,
-                vs.DOC_HASH: "",
-                vs.CHUNK_INDEX: 0,
-                vs.TEXT: doc.passage,
-                vs.TITLE: doc.title[:1024],
-                vs.SOURCE: "beir",
-                vs.METADATA: {},
-                vs.DENSE: vector.tolist(),
-            }
-            for doc, vector in zip(split.corpus, vectors, strict=True)
-        ]
-        for start in range(0, len(rows), _INSERT_BATCH):
-            client.insert(collection, rows[start : start + _INSERT_BATCH])
-        client.flush(collection)  # sealed segments: see ChunkStore.flush
-    finally:
-        client.close()
-
-
-async def run_queries(
-    retriever: Retriever,
-    collection: str,
-    split: BeirSplit,
-    query_vectors: Any,
-    mode: Mode,
-    depth: int = DEPTH,
-) -> dict[str, list[str]]:
-    """Every query's ranked doc ids; searches go concurrently so the batcher groups them."""
-    ids = list(split.queries)
-
-    async def one(index: int) -> list[str]:
-        hits = await retriever.search(
-            collection, query_vectors[index].tolist(), depth, query=split.queries[ids[index]], mode=mode
-        )
-        return [hit.doc_id for hit in hits]
-
-    ranked = await asyncio.gather(*(one(i) for i in range(len(ids))))
-    return dict(zip(ids, ranked, strict=True))
-
-
-def evaluate_modes(
-    uri: str, split: BeirSplit, config: RetrievalConfig, modes: list[Mode], model: str = ""
-) -> dict[str, dict[str, float]]:
-    corpus_vectors = embed_cached([doc.passage for doc in split.corpus], model)
-    query_vectors = embed_cached(list(split.queries.values()), model)
-    collection = "beir_" + cache_key(model or "default", [d.doc_id for d in split.corpus])[:16]
-    index_corpus(uri, collection, split, corpus_vectors)
-
-    async def _all() -> dict[str, dict[str, float]]:
-        retriever = Retriever(uri, config=config)
-        try:
-            return {
-                mode: evaluate(
-                    await run_queries(retriever, collection, split, query_vectors, mode), split.qrels
-                )
-                for mode in modes
-            }
-        finally:
-            retriever.close()
-
-    return asyncio.run(_all())
 
 
 def eval_command(
@@ -162,11 +48,29 @@ def eval_command(
         str, typer.Option(help="qrels split to score: train (tuning) or test (reporting).")
     ] = "test",
     milvus_uri: Annotated[
-        str | None, typer.Option(help="Milvus to index into (default: a temporary Milvus Lite server).")
+        str | None,
+        typer.Option(help="Milvus to index into (default: a temporary Milvus Lite server); rag searches it."),
     ] = None,
     mode: Annotated[
         list[str] | None, typer.Option(help="Modes to score (default: dense, bm25, hybrid).")
     ] = None,
+    one_chunk_per_doc: Annotated[
+        bool,
+        typer.Option(
+            help="Ablation: one in-process embedded row per document (title + abstract), no ingest."
+        ),
+    ] = False,
+    cache_dir: Annotated[
+        Path, typer.Option(help="Embedding cache folder (chunk vectors by model and text).")
+    ] = DEFAULT_CACHE_DIR,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(help="Redis for ingest's locks and generations (default: QUARRY_REDIS_URL or db 0)."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Searches in flight during the quality pass.")] = 8,
+    latency_queries: Annotated[
+        int, typer.Option(min=0, help="Queries then timed one at a time per mode (0: no latency).")
+    ] = 300,
     answers: Annotated[
         Path | None,
         typer.Option(help="A QA set (JSONL): score answers through the gateway's /v1/query instead."),
@@ -195,32 +99,78 @@ def eval_command(
         return
     if data is None:
         raise typer.BadParameter("--data is required (or --answers)")
-    modes: list[Mode] = [m for m in MODES if m in (mode or MODES)]  # type: ignore[misc]
+    modes = [m for m in MODES if m in (mode or MODES)]
     if not modes:
         raise typer.BadParameter(f"modes are {', '.join(MODES)}")
     started = time.perf_counter()
     beir = load_split(data, split)
     config = RetrievalConfig.from_settings(RagSettings())
-    if milvus_uri:
-        scores = evaluate_modes(milvus_uri, beir, config, modes)
-    else:
-        with tempfile.TemporaryDirectory(prefix="quarry-eval-") as tmp, milvus_lite_server(Path(tmp)) as uri:
-            scores = evaluate_modes(uri, beir, config, modes)
-    table = Table(
-        title=f"{data.name} {split}: {len(beir.queries)} queries, {len(beir.corpus)} docs "
-        f"({time.perf_counter() - started:.0f} s)"
-    )
-    table.add_column("mode")
-    metrics = list(next(iter(scores.values())))
-    for name in metrics:
-        table.add_column(name, justify="right")
-    for name, values in scores.items():
-        table.add_row(name, *(f"{values[m]:.4f}" for m in metrics))
-    console.print(table)
+
+    def run(services: EvalServices, progress: Callable[[str], None]) -> EvalResult:
+        return asyncio.run(
+            evaluate_product(
+                services,
+                data,
+                beir,
+                modes,
+                one_chunk_per_doc=one_chunk_per_doc,
+                cache_dir=cache_dir,
+                concurrency=concurrency,
+                latency_queries=latency_queries,
+                progress=progress,
+            )
+        )
+
+    with (
+        console.status("starting Milvus Lite, the embedder and rag...") as status,
+        tempfile.TemporaryDirectory(prefix="quarry-eval-") as tmp,
+        eval_services(Path(tmp), redis_url or default_redis_url(), milvus_uri) as services,
+    ):
+        result = run(services, status.update)
+    _print_retrieval(result, data, split, len(beir.queries), time.perf_counter() - started, concurrency)
     fusion = f"RRF k={config.rrf_k:g}" if config.fusion == "rrf" else "max-normalised scores"
     console.print(
         f"hybrid: {fusion}, dense weight {config.dense_weight:g}, BM25 weight {config.bm25_weight:g}, "
         f"depth {config.hybrid_depth}"
+    )
+
+
+def _print_retrieval(
+    result: EvalResult, data: Path, split: str, queries: int, seconds: float, concurrency: int
+) -> None:
+    index = result.index
+    table = Table(
+        title=f"{data.name} {split}: {queries} queries, {index.documents} docs, {index.chunks} chunks "
+        f"({index.kind}) ({seconds:.0f} s)"
+    )
+    table.add_column("mode")
+    metrics = list(next(iter(result.scores.values())))
+    for name in [*metrics, "p50 ms", "p99 ms"]:
+        table.add_column(name, justify="right")
+    for name, values in result.scores.items():
+        latencies = result.runs[name].latencies_ms
+        table.add_row(
+            name,
+            *(f"{values[m]:.4f}" for m in metrics),
+            *(f"{percentile(latencies, q):.1f}" if latencies else "-" for q in (50, 99)),
+        )
+    console.print(table)
+    chunking = (
+        f", chunks of {index.chunk_tokens} tokens, overlap {index.overlap_tokens}"
+        if index.chunk_tokens is not None
+        else ", title + abstract per row"
+    )
+    console.print(
+        f"index: {index.kind}{chunking}; built in {index.seconds:.1f} s "
+        f"({index.embedded} texts embedded, {index.cached} from the cache"
+        + (f" {result.cache_path}" if result.cache_path else "")
+        + f"); embedder {result.embedder_model}"
+    )
+    timed = len(next(iter(result.runs.values())).latencies_ms)
+    console.print(
+        f"search: rag /v1/search, top_k {DEPTH} chunks, documents ranked by their first chunk; "
+        f"quality at {concurrency} in flight"
+        + (f", latency one query at a time over {timed} queries (client-side)" if timed else "")
     )
 
 

@@ -37,6 +37,8 @@ async def list_models(request: Request) -> ModelList:
                 id=request.app.state.model_name,
                 created=request.app.state.started_at,
                 dimensions=None if service is None else service.model.dimensions,
+                backend=None if service is None else service.model.backend,
+                precision=None if service is None else service.model.precision,
             )
         ]
     )

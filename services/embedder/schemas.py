@@ -46,6 +46,9 @@ class ModelCard(BaseModel):
     owned_by: str = "quarry"
     # Quarry extension, as the llm's max_model_len: what a client needs to size a collection.
     dimensions: int | None = None
+    # What computes the vectors (null while the model loads): caches of vectors key on them.
+    backend: str | None = None
+    precision: str | None = None
 
 
 class ModelList(BaseModel):
