@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from services.embedder.model import Vectors, load_sentence_transformer
 from services.embedder.precision import Precision, resolve_precision
+
+# A pass of this many texts or fewer (a query, a few sentences) runs on one CPU thread: it gains
+# little from more, and on cores shared with other work every thread it waits for costs it.
+SMALL_PASS_TEXTS = 4
 
 
 class TorchEmbeddingModel:
@@ -41,10 +46,24 @@ class TorchEmbeddingModel:
 
         return torch.autocast(self._device_type, dtype=torch.bfloat16)
 
+    @contextlib.contextmanager
+    def _threads_for(self, texts: int) -> Iterator[None]:
+        import torch
+
+        if self._device_type != "cpu" or texts > SMALL_PASS_TEXTS or torch.get_num_threads() == 1:
+            yield
+            return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
     def encode(self, texts: list[str]) -> Vectors:
         # One call is one forward pass: the batcher already sized the batch. Autocast is
         # per thread, so it is entered here, on the thread that runs the pass.
-        with self._autocast():
+        with self._autocast(), self._threads_for(len(texts)):
             vectors = self._model.encode(
                 texts,
                 batch_size=max(1, len(texts)),
