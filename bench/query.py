@@ -9,12 +9,16 @@ rows through ingest's ``ChunkStore`` into one collection of each layout. Each ro
 rag with ``concurrency`` HTTP/2 clients sending distinct SciFact queries at each collection in
 turn (``bench.rounds``). ``/v1/search`` never caches, so every request embeds its query
 (dense, hybrid) and searches Milvus.
+
+``--baseline REV`` also runs that commit's embedder and rag (from a temporary worktree) over
+the text-BM25 collection in the same rounds: the whole search path as it was at ``REV``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
@@ -23,6 +27,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench.baseline import module_argv, revision_tree
 from bench.proc_cpu import tree_cpu_s
 from bench.rounds import in_turn
 from ingest.chunking import chunker_for
@@ -31,7 +36,7 @@ from ingest.documents import Document
 from ingest.store import ChunkStore
 from services.cli.beir import BeirSplit, load_split
 from services.cli.embedding_cache import embed_cached
-from services.cli.suite import Ports, Suite
+from services.cli.suite import Child, Ports, Suite, free_port
 from services.common import vector_schema as vs
 from services.common.http_client import create_http2_client
 from services.common.milvus_connect import connect_milvus
@@ -41,10 +46,40 @@ SERVICES = ("milvus", "embedder", "rag")
 _WRITE_BATCH = 500
 
 
-def _pid(suite: Suite, name: str) -> int:
-    process = suite.children[name].process
-    assert process is not None
-    return process.pid
+def _pid(child: Child) -> int:
+    assert child.process is not None
+    return child.process.pid
+
+
+def _baseline_stack(suite: Suite, tree: Path, folder: Path) -> dict[str, Child]:
+    """``tree``'s embedder and rag on free ports, rag reading the suite's Milvus through it."""
+    embedder_port, rag_port = free_port(), free_port()
+    embedder_url = f"http://127.0.0.1:{embedder_port}"
+    env = suite.children["rag"].env | {
+        "QUARRY_EMBEDDER_PORT": str(embedder_port),
+        "QUARRY_RAG_PORT": str(rag_port),
+        "QUARRY_RAG_EMBEDDER_URL": embedder_url,
+    }
+    children = {
+        "embedder": Child(
+            "baseline-embedder",
+            module_argv(tree, "services.embedder"),
+            env,
+            f"{embedder_url}/health/ready",
+            folder / "baseline-embedder.log",
+        ),
+        "rag": Child(
+            "baseline-rag",
+            module_argv(tree, "services.rag"),
+            env,
+            f"http://127.0.0.1:{rag_port}/health/ready",
+            folder / "baseline-rag.log",
+        ),
+    }
+    for name in ("embedder", "rag"):
+        children[name].start()
+        children[name].wait_ready(time.monotonic() + 300)
+    return children
 
 
 async def _drive(
@@ -144,6 +179,7 @@ def main() -> None:
         help="Repeat for several (default hybrid).",
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--baseline", metavar="REV", help="also run this commit's embedder and rag")
     parser.add_argument("--work-dir", type=Path, default=None, help="Keep data and logs here.")
     args = parser.parse_args()
 
@@ -168,33 +204,49 @@ def main() -> None:
                 "QUARRY_RAG_RETRIES": "0",
             }
         )
-        try:
+        labels = list(LAYOUTS)
+        with contextlib.ExitStack() as stack:
+            stack.callback(suite.stop)
             deadline = time.monotonic() + 300
             for stage in (("milvus", "embedder"), ("rag",)):
                 for name in stage:
                     suite.children[name].start()
                 for name in stage:
                     suite.wait_ready(name, deadline)
+            # label -> (rag's URL, collection, the processes whose CPU a request costs)
+            stacks = {
+                label: (suite.url("rag"), collection, {n: suite.children[n] for n in SERVICES})
+                for label, collection in LAYOUTS.items()
+            }
+            if args.baseline:
+                tree = stack.enter_context(revision_tree(args.baseline, tmp))
+                baseline = _baseline_stack(suite, tree, tmp)
+                for child in baseline.values():
+                    stack.callback(child.stop)
+                label = f"{args.baseline} on text BM25"
+                rag_url = baseline["rag"].ready_url.removesuffix("/health/ready")  # type: ignore[union-attr]
+                processes = {"milvus": suite.children["milvus"]} | baseline
+                stacks[label] = (rag_url, LAYOUTS["text BM25 (before)"], processes)
+                labels.insert(0, label)
             chunks = asyncio.run(_index(suite.milvus_uri, split))
-            targets = [(m, c, label) for m in modes for c in concurrencies for label in LAYOUTS]
+            targets = [(m, c, label) for m in modes for c in concurrencies for label in labels]
             results: dict[tuple[str, int, str], list[float]] = {t: [] for t in targets}
             busy: dict[tuple[str, int, str], float] = dict.fromkeys(targets, 0.0)
             # CPU seconds per service, to show where a request's cost lies.
             cpu = {t: dict.fromkeys(SERVICES, 0.0) for t in targets}
-            pids = {name: _pid(suite, name) for name in SERVICES}
             for round_ in range(args.rounds):
                 for target in in_turn(targets, round_):
                     mode, concurrency, label = target
+                    url, collection, children = stacks[label]
+                    pids = {name: _pid(child) for name, child in children.items()}
                     before = {name: tree_cpu_s(pid) for name, pid in pids.items()}
                     latencies, elapsed = asyncio.run(
-                        _drive(suite.url("rag"), LAYOUTS[label], queries, mode, args.seconds, concurrency)
+                        _drive(url, collection, queries, mode, args.seconds, concurrency)
                     )
                     for name, pid in pids.items():
                         cpu[target][name] += tree_cpu_s(pid) - before[name]
                     results[target] += latencies
                     busy[target] += elapsed
-        finally:
-            suite.stop()
 
     table = Table(
         title=f"/v1/search over {chunks:,} SciFact chunks (ingest's chunking), "
@@ -204,7 +256,7 @@ def main() -> None:
     columns += [f"{name} CPU ms/req" for name in SERVICES]
     for column in columns:
         table.add_column(column, justify="right")
-    before_label, after_label = LAYOUTS
+    after_label = labels[-1]
     for mode, concurrency, label in targets:
         latencies = sorted(results[mode, concurrency, label])
         rate = len(latencies) / busy[mode, concurrency, label]
@@ -218,11 +270,14 @@ def main() -> None:
             f"{latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000:.1f}",
             *(f"{cpu[mode, concurrency, label][n] * 1000 / len(latencies):.2f}" for n in SERVICES),
         )
-        if label == after_label:
+        if label != after_label:
+            continue
+        for before_label in labels[:-1]:
             old = sorted(results[mode, concurrency, before_label])
             speed = rate / (len(old) / busy[mode, concurrency, before_label])
             p50 = statistics.median(latencies) / statistics.median(old)
-            table.add_row(mode, str(concurrency), "lexical / before", "", f"{speed:.2f}x", f"{p50:.2f}x", "")
+            ratio = f"lexical / {before_label}"
+            table.add_row(mode, str(concurrency), ratio, "", f"{speed:.2f}x", f"{p50:.2f}x", "")
     Console(width=160).print(table)
 
 
