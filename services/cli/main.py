@@ -22,6 +22,7 @@ from services.cli.api_key import DEFAULT_DATA_DIR, DEV_KEY_FILE, api_key
 from services.cli.eval import eval_command
 from services.cli.keys import keys_app
 from services.cli.suite import Child, Suite, SuiteError
+from services.cli.unreachable import fail_unreachable, reaching, require_listening
 from services.cli.variants import variants_app
 from services.gateway.keys import SCOPES
 
@@ -198,12 +199,13 @@ _ANSWERED_BY = {
 def _print_answer(
     url: str, key: str, question: str, collection: str, top_k: int, as_json: bool = False
 ) -> bool:
-    response = httpx.post(
-        f"{url}/v1/query",
-        json={"question": question, "collection": collection, "top_k": top_k},
-        headers={"authorization": f"Bearer {key}"},
-        timeout=120,
-    )
+    with reaching("the gateway", url):
+        response = httpx.post(
+            f"{url}/v1/query",
+            json={"question": question, "collection": collection, "top_k": top_k},
+            headers={"authorization": f"Bearer {key}"},
+            timeout=120,
+        )
     body = response.json()
     if as_json or response.status_code != 200:
         console.print_json(json.dumps(body))
@@ -247,7 +249,15 @@ def ingest(
 
     from ingest.config import IngestSettings
     from ingest.runner import IngestRefused, IngestTimedOut, ingest_path
+    from ingest.store import StoreUnavailable
+    from services.common.embeddings_client import EmbeddingsUnavailable
 
+    settings = IngestSettings()
+    # Before reading a file: indexing waits out a dependency's outage (dependency_wait_s), which
+    # for a suite that is not running at all would be minutes of a bar that never moves.
+    require_listening("Redis", settings.redis_url)
+    require_listening("Milvus", settings.milvus_uri)
+    require_listening("the embedder", settings.embedder_url)
     started = time.perf_counter()
     embedded = 0
     failure = ""
@@ -275,7 +285,7 @@ def ingest(
                 ingest_path(
                     path,
                     collection,
-                    IngestSettings(),
+                    settings,
                     prune=prune,
                     on_loaded=lambda total: progress.update(task, total=total),
                     on_documents=on_documents,
@@ -288,6 +298,12 @@ def ingest(
             raise typer.Exit(2) from None
         except IngestTimedOut as exc:
             report, failure = exc.report, str(exc)
+        except StoreUnavailable as exc:  # went away during the run, for longer than it waits
+            fail_unreachable("Milvus", settings.milvus_uri, str(exc))
+        except EmbeddingsUnavailable as exc:
+            fail_unreachable("the embedder", settings.embedder_url, str(exc))
+        except redis.ConnectionError as exc:
+            fail_unreachable("Redis", settings.redis_url, str(exc))
     columns = ("added", "updated", "unchanged", "deleted", "failed", "chunks")
     table = Table(title=f"ingest {path} → {collection} ({time.perf_counter() - started:.1f} s)")
     for name in columns:
