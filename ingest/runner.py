@@ -47,6 +47,7 @@ async def ingest_path(
     settings: IngestSettings,
     *,
     prune: bool = False,
+    before_loading: Callable[[], None] | None = None,
     on_loaded: Callable[[int], None] | None = None,
     on_documents: Callable[[int, int], None] | None = None,
     on_embedded: Callable[[int], None] | None = None,
@@ -56,7 +57,9 @@ async def ingest_path(
 
     The caps of a worker's job hold here too: more files than ``max_job_documents`` is
     :class:`IngestRefused` before any is read, and a run past ``job_timeout_s`` is
-    :class:`IngestTimedOut` (without pruning). ``on_loaded(total documents)``,
+    :class:`IngestTimedOut` (without pruning). ``before_loading()`` runs once the run is within
+    the caps, before any file is read (``quarry ingest`` checks its services there).
+    ``on_loaded(total documents)``,
     ``on_documents(done, chunks)`` and ``on_embedded(chunks)`` report progress.
     ``embeddings_client`` builds the embedder client (see ``open_resources``).
     """
@@ -79,6 +82,8 @@ async def ingest_path(
                 f"{path} holds {len(sources):,} files, over the cap of {cap:,} documents per job;"
                 " ingest it in parts"
             )
+        if before_loading is not None:
+            before_loading()
         loaded = load_sources(sources, deadline, cap)
     report.warnings = loaded.warnings
     for name, outcome in loaded.failures.items():

@@ -9,7 +9,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 from urllib.parse import urlparse
 
 import httpx
@@ -22,7 +22,7 @@ from services.cli.api_key import DEFAULT_DATA_DIR, DEV_KEY_FILE, api_key
 from services.cli.eval import eval_command
 from services.cli.keys import keys_app
 from services.cli.suite import Child, Suite, SuiteError
-from services.cli.unreachable import fail_unreachable, reaching, require_listening
+from services.cli.unreachable import fail_unreachable, not_listening, reaching
 from services.cli.variants import variants_app
 from services.gateway.keys import SCOPES
 
@@ -253,11 +253,12 @@ def ingest(
     from services.common.embeddings_client import EmbeddingsUnavailable
 
     settings = IngestSettings()
-    # Before reading a file: indexing waits out a dependency's outage (dependency_wait_s), which
-    # for a suite that is not running at all would be minutes of a bar that never moves.
-    require_listening("Redis", settings.redis_url)
-    require_listening("Milvus", settings.milvus_uri)
-    require_listening("the embedder", settings.embedder_url)
+
+    services = {
+        "Redis": settings.redis_url,
+        "Milvus": settings.milvus_uri,
+        "the embedder": settings.embedder_url,
+    }
     started = time.perf_counter()
     embedded = 0
     failure = ""
@@ -280,6 +281,17 @@ def ingest(
             progress.advance(task, done)
             progress.update(task, chunks=progress.tasks[task].fields["chunks"] + chunks)
 
+        def unreachable(service: str, why: str) -> NoReturn:
+            progress.stop()  # the bar holds stderr while it runs
+            fail_unreachable(service, services[service], why)
+
+        def check_services() -> None:
+            # Before reading a file: indexing waits out a dependency's outage (dependency_wait_s),
+            # which for a suite that is not running at all is minutes of a bar that never moves.
+            for service, url in services.items():
+                if (why := not_listening(url)) is not None:
+                    unreachable(service, why)
+
         try:
             report = asyncio.run(
                 ingest_path(
@@ -287,6 +299,7 @@ def ingest(
                     collection,
                     settings,
                     prune=prune,
+                    before_loading=check_services,
                     on_loaded=lambda total: progress.update(task, total=total),
                     on_documents=on_documents,
                     on_embedded=on_embedded,
@@ -299,11 +312,11 @@ def ingest(
         except IngestTimedOut as exc:
             report, failure = exc.report, str(exc)
         except StoreUnavailable as exc:  # went away during the run, for longer than it waits
-            fail_unreachable("Milvus", settings.milvus_uri, str(exc))
+            unreachable("Milvus", str(exc))
         except EmbeddingsUnavailable as exc:
-            fail_unreachable("the embedder", settings.embedder_url, str(exc))
+            unreachable("the embedder", str(exc))
         except redis.ConnectionError as exc:
-            fail_unreachable("Redis", settings.redis_url, str(exc))
+            unreachable("Redis", str(exc))
     columns = ("added", "updated", "unchanged", "deleted", "failed", "chunks")
     table = Table(title=f"ingest {path} → {collection} ({time.perf_counter() - started:.1f} s)")
     for name in columns:

@@ -51,15 +51,15 @@ def reaching(service: str, url: str) -> Iterator[None]:
         fail_no_answer(service, url, exc)
 
 
-def require_listening(service: str, url: str, timeout_s: float = 2.0) -> None:
-    """Exits as :func:`fail_unreachable` unless something accepts connections at ``url``'s host
-    and port. URLs without a host (a local file) pass: there is nothing to dial."""
+def not_listening(url: str, timeout_s: float = 2.0) -> str | None:
+    """Why nothing accepts connections at ``url``'s host and port; None when something does.
+    A URL without a host (a local file) is None too: there is nothing to dial."""
     parsed = urlparse(url)
     if not parsed.hostname:
-        return
+        return None
     port = parsed.port or {"https": 443, "redis": 6379, "rediss": 6379}.get(parsed.scheme, 80)
     try:
         with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
-            return
+            return None
     except OSError as exc:
-        fail_unreachable(service, url, exc.strerror or type(exc).__name__)
+        return exc.strerror or type(exc).__name__
