@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from ingest.config import IngestSettings
+from ingest.doc_ids import shown_name
 from ingest.failures import JOB_TIMEOUT
 from ingest.indexer import DocOutcome, IngestReport
 from ingest.loaders import LoadLimits, iter_files, load_file
@@ -129,7 +130,23 @@ async def ingest_path(
                 " cannot be told from deleted ones"
             )
         elif prune:
-            # Files that failed to load keep their old chunks: a read error is not a deletion.
+            # Files that failed to load, wholly or in part, keep every document stored from
+            # them (by its source, not its id: a JSONL file's records have ids of their own):
+            # a read error is not a deletion.
             keep = {d.doc_id for d in loaded.documents} | set(loaded.failures)
-            report.deleted = len(await res.indexer.prune(collection, keep))
+            report.deleted = len(await res.indexer.prune(collection, keep, loaded.incomplete))
+            if loaded.incomplete:
+                report.warnings.append(_kept_unread(loaded.incomplete))
     return report
+
+
+def _kept_unread(sources: set[str], shown: int = 5) -> str:
+    names = sorted(sources)
+    listed = ", ".join(shown_name(n) for n in names[:shown]) + (
+        f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    )
+    files = "a file" if len(names) == 1 else f"{len(names):,} files"
+    return (
+        f"not pruned: what is stored from {files} that did not load cleanly ({listed}) stays as it"
+        " was; fix them and run again to prune their removed documents"
+    )
