@@ -1,4 +1,4 @@
-"""``quarry``: up, status, ask, ingest, keys."""
+"""``quarry``: up, down, status, ask, ingest, keys."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -18,10 +19,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli import detached
 from services.cli.api_key import DEFAULT_DATA_DIR, DEV_KEY_FILE, api_key
 from services.cli.eval import eval_command
 from services.cli.keys import keys_app
-from services.cli.suite import Child, Suite, SuiteError
+from services.cli.suite import Child, Ports, Suite, SuiteError
 from services.cli.unreachable import fail_unreachable, not_listening, reaching
 from services.cli.variants import variants_app
 from services.gateway.keys import SCOPES
@@ -114,17 +116,77 @@ def up(
         str | None, typer.Option("--ask", help="A question to ask through the gateway once up ('' to skip).")
     ] = "How does the gateway rate limit clients?",
     detach_after_ready: Annotated[
-        bool, typer.Option(help="Exit after start-up, leaving nothing running (smoke check).")
+        bool,
+        typer.Option(
+            help="Return once everything is up, leaving the suite running in the background "
+            f"(pids in DATA_DIR/{detached.PID_FILE}); `quarry down` stops it."
+        ),
+    ] = False,
+    free_ports: Annotated[
+        bool,
+        typer.Option(
+            help="Every service on a free port (shown at start) instead of 8100-8105 and 19539, "
+            "e.g. beside a suite already running; pass the gateway's to `quarry ask --url`."
+        ),
     ] = False,
 ) -> None:
-    """Start Redis (if needed), Milvus Lite and every service; ingest the examples; wait for Ctrl-C."""
+    """Start Redis (if needed), Milvus Lite and every service; ingest the examples; wait for Ctrl-C
+    (or, with --detach-after-ready, return and leave them running until `quarry down`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    _refuse_if_detached(data_dir)
     started = time.perf_counter()
-    suite = Suite(data_dir=data_dir.resolve(), redis_url=REDIS_URL)
+    suite = Suite(
+        data_dir=data_dir.resolve(), redis_url=REDIS_URL, ports=Ports.free() if free_ports else Ports()
+    )
     suite.define()
     _ensure_redis(REDIS_URL, suite)
     with console.status("starting Milvus Lite, embedder, llm, rag, gateway..."):
         suite.start()
+    try:
+        _welcome(suite, data_dir, examples, collection, ask_first, started, detach_after_ready)
+        if detach_after_ready:
+            urls = {name: suite.url(name) for name in ("gateway", "rag", "embedder", "llm", "ingest")}
+            path = detached.write(
+                data_dir, list(suite.children.values()), {**urls, "milvus": suite.milvus_uri}
+            )
+            console.print(
+                f"\nthe suite runs in the background (pids in {path}); stop it with "
+                f"[bold]quarry down{_data_dir_flag(data_dir)}[/bold]"
+            )
+            return
+    except BaseException:
+        suite.stop()  # a start-up that fails half way must not leave services behind
+        raise
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop:
+            for name, child in suite.children.items():
+                if not child.alive():
+                    console.print(f"[red]{name} exited[/red]; see {child.log_path}")
+                    stop = True
+            time.sleep(0.5)
+    finally:
+        console.print("stopping...")
+        suite.stop()
+
+
+def _welcome(
+    suite: Suite,
+    data_dir: Path,
+    examples: Path | None,
+    collection: str,
+    ask_first: str | None,
+    started: float,
+    detach: bool,
+) -> None:
+    """Ingests the examples, makes the dev key, shows where everything is and asks the first question."""
     if examples is not None and examples.exists():
         from ingest.config import IngestSettings
         from ingest.runner import ingest_path
@@ -150,28 +212,49 @@ def up(
     if ask_first:
         console.print(f"\n[bold]Q:[/bold] {ask_first}")
         _print_answer(suite.url("gateway"), key, ask_first, collection, top_k=3)
-    console.print('\ntry: quarry ask "What does the gateway do?"   (Ctrl-C stops everything)')
-    if detach_after_ready:
-        suite.stop()
-        return
-    stop = False
+    url = "" if suite.url("gateway") == DEFAULT_GATEWAY else f" --url {suite.url('gateway')}"
+    stops = f"quarry down{_data_dir_flag(data_dir)} stops everything" if detach else "Ctrl-C stops everything"
+    console.print(f'\ntry: quarry ask{url} "What does the gateway do?"   ({stops})')
 
-    def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+def _data_dir_flag(data_dir: Path) -> str:
+    return "" if data_dir == DEFAULT_DATA_DIR else f" --data-dir {data_dir}"
+
+
+def _refuse_if_detached(data_dir: Path) -> None:
+    """A suite left running from ``data_dir`` holds its ports and its Milvus data: say so, and
+    how to stop it, rather than fail on a busy port half way through the start."""
     try:
-        while not stop:
-            for name, child in suite.children.items():
-                if not child.alive():
-                    console.print(f"[red]{name} exited[/red]; see {child.log_path}")
-                    stop = True
-            time.sleep(0.5)
-    finally:
-        console.print("stopping...")
-        suite.stop()
+        running = detached.read(data_dir)
+    except detached.DamagedPidFile:
+        return  # nothing can be told from it; a busy port, if any, says the rest
+    if running is None:
+        return
+    if not detached.alive(running):
+        (data_dir / detached.PID_FILE).unlink(missing_ok=True)
+        return
+    print(
+        f"quarry: a suite started with --detach-after-ready is running from {data_dir} "
+        f"(gateway {running.urls.get('gateway', '?')}); stop it with `quarry down{_data_dir_flag(data_dir)}`",
+        file=sys.stderr,
+    )
+    raise typer.Exit(1)
+
+
+@app.command()
+def down(
+    data_dir: Annotated[Path, typer.Option(help="The data dir `quarry up` used.")] = DEFAULT_DATA_DIR,
+) -> None:
+    """Stop a suite that `quarry up --detach-after-ready` left running."""
+    try:
+        stopped = detached.stop(data_dir)
+    except detached.DamagedPidFile as exc:
+        print(f"quarry: {exc}; stop its processes by hand (logs in {data_dir / 'logs'})", file=sys.stderr)
+        raise typer.Exit(1) from None
+    if not stopped:
+        console.print(f"no suite running from {data_dir} (one in the foreground stops with Ctrl-C)")
+        return
+    console.print(f"stopped {', '.join(stopped)}")
 
 
 @app.command()
@@ -224,8 +307,14 @@ def _print_answer(
 
 @app.command()
 def status(data_dir: Annotated[Path, typer.Option()] = DEFAULT_DATA_DIR) -> None:
-    """Show each service's readiness (default local ports)."""
-    suite = Suite(data_dir=data_dir.resolve(), redis_url=REDIS_URL)
+    """Show each service's readiness (the ports of a suite `quarry up --detach-after-ready` left
+    running from DATA_DIR, else the default local ports)."""
+    try:
+        recorded = detached.read(data_dir)
+    except detached.DamagedPidFile:
+        recorded = None
+    ports = detached.ports(recorded) if recorded is not None else Ports()
+    suite = Suite(data_dir=data_dir.resolve(), redis_url=REDIS_URL, ports=ports)
     suite.define()
     table = Table(title="Quarry status")
     table.add_column("service")
