@@ -297,9 +297,11 @@ class Indexer:
         await bump_generation(self._redis, collection)
         return True
 
-    async def prune(self, collection: str, keep: set[str]) -> list[str]:
-        """Delete every document of ``collection`` not in ``keep``; the ids deleted."""
-        gone = sorted(await self._store.all_doc_ids(collection) - keep)
+    async def prune(self, collection: str, keep: set[str], keep_sources: set[str]) -> list[str]:
+        """Delete every document of ``collection`` not in ``keep`` and not loaded from one of
+        ``keep_sources``; the ids deleted."""
+        stored = await self._store.doc_sources(collection)
+        gone = sorted(d for d, source in stored.items() if d not in keep and source not in keep_sources)
         for doc_id in gone:
             await self._store.delete_document(collection, doc_id)
         if gone:

@@ -46,6 +46,8 @@ class Loaded:
     warnings: list[str] = field(default_factory=list)
     # Records of a many-document file that failed alone, by where they are ("a.jsonl line 3").
     failures: dict[str, str] = field(default_factory=dict)
+    # Records past a cap were never read (so they are neither documents nor failures).
+    partial: bool = False
 
 
 def _decode(data: bytes, name: str, warnings: list[str]) -> str:
@@ -155,6 +157,7 @@ def _load_jsonl(name: str, data: bytes, limits: LoadLimits, out: Loaded) -> list
                 f"{name}: only the first {records:,} records were read (the cap per JSONL file);"
                 f" skipped from line {number} on"
             )
+            out.partial = True
             break
         records += 1
         try:

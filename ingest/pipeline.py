@@ -32,6 +32,10 @@ class LoadedSources:
     failures: dict[str, DocOutcome] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     capped: bool = False  # documents past max_documents were left out
+    # Sources (by name, as documents store it in ``source``) read in part or not at all: a
+    # file that failed, one with records that failed, one cut at a cap. Their stored documents
+    # cannot be told from deleted ones, so a prune must keep them.
+    incomplete: set[str] = field(default_factory=set)
 
 
 def load_sources(
@@ -53,18 +57,24 @@ def load_sources(
         if max_documents is not None and len(out.documents) >= max_documents:
             out.failures[name] = DocOutcome("failed", error=_past_cap(max_documents, "not loaded"))
             out.capped = True
+            out.incomplete.add(source.name)
             continue
         try:
             loaded = source.load()
         except (LoadError, OSError) as exc:
             out.failures[name] = DocOutcome("failed", error=str(exc) or type(exc).__name__)
+            out.incomplete.add(source.name)
             continue
         except Exception as exc:  # whatever a file makes a parser raise (RecursionError...)
             out.failures[name] = DocOutcome("failed", error=describe_error(exc))
+            out.incomplete.add(source.name)
             continue
+        if loaded.failures or loaded.partial:
+            out.incomplete.add(source.name)
         documents = loaded.documents
         if max_documents is not None and len(out.documents) + len(documents) > max_documents:
             documents = _cut_at_cap(name, documents, max_documents - len(out.documents), max_documents, out)
+            out.incomplete.add(source.name)
         out.documents.extend(documents)
         out.warnings.extend(loaded.warnings)
         out.failures.update({k: DocOutcome("failed", error=v) for k, v in loaded.failures.items()})

@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from ingest.config import IngestSettings
+from ingest.doc_ids import shown_name
 from ingest.failures import JOB_TIMEOUT
 from ingest.indexer import DocOutcome, IngestReport
 from ingest.loaders import LoadLimits, iter_files, load_file
@@ -47,6 +48,7 @@ async def ingest_path(
     settings: IngestSettings,
     *,
     prune: bool = False,
+    before_loading: Callable[[], None] | None = None,
     on_loaded: Callable[[int], None] | None = None,
     on_documents: Callable[[int, int], None] | None = None,
     on_embedded: Callable[[int], None] | None = None,
@@ -56,7 +58,9 @@ async def ingest_path(
 
     The caps of a worker's job hold here too: more files than ``max_job_documents`` is
     :class:`IngestRefused` before any is read, and a run past ``job_timeout_s`` is
-    :class:`IngestTimedOut` (without pruning). ``on_loaded(total documents)``,
+    :class:`IngestTimedOut` (without pruning). ``before_loading()`` runs once the run is within
+    the caps, before any file is read (``quarry ingest`` checks its services there).
+    ``on_loaded(total documents)``,
     ``on_documents(done, chunks)`` and ``on_embedded(chunks)`` report progress.
     ``embeddings_client`` builds the embedder client (see ``open_resources``).
     """
@@ -79,6 +83,8 @@ async def ingest_path(
                 f"{path} holds {len(sources):,} files, over the cap of {cap:,} documents per job;"
                 " ingest it in parts"
             )
+        if before_loading is not None:
+            before_loading()
         loaded = load_sources(sources, deadline, cap)
     report.warnings = loaded.warnings
     for name, outcome in loaded.failures.items():
@@ -124,7 +130,23 @@ async def ingest_path(
                 " cannot be told from deleted ones"
             )
         elif prune:
-            # Files that failed to load keep their old chunks: a read error is not a deletion.
+            # Files that failed to load, wholly or in part, keep every document stored from
+            # them (by its source, not its id: a JSONL file's records have ids of their own):
+            # a read error is not a deletion.
             keep = {d.doc_id for d in loaded.documents} | set(loaded.failures)
-            report.deleted = len(await res.indexer.prune(collection, keep))
+            report.deleted = len(await res.indexer.prune(collection, keep, loaded.incomplete))
+            if loaded.incomplete:
+                report.warnings.append(_kept_unread(loaded.incomplete))
     return report
+
+
+def _kept_unread(sources: set[str], shown: int = 5) -> str:
+    names = sorted(sources)
+    listed = ", ".join(shown_name(n) for n in names[:shown]) + (
+        f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    )
+    files = "a file" if len(names) == 1 else f"{len(names):,} files"
+    return (
+        f"not pruned: what is stored from {files} that did not load cleanly ({listed}) stays as it"
+        " was; fix them and run again to prune their removed documents"
+    )

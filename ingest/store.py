@@ -192,21 +192,26 @@ class ChunkStore:
         docs = await self._documents(collection, field_equals(vs.DOC_ID, doc_id), limit=1)
         return docs[0] if docs else None
 
-    async def all_doc_ids(self, collection: str) -> set[str]:
-        def collect() -> set[str]:
+    async def doc_sources(self, collection: str) -> dict[str, str]:
+        """Every stored document's id and the source it was loaded from."""
+
+        def collect() -> dict[str, str]:
             # An iterator, because offset + limit may not pass the query window.
             iterator = self._connected().query_iterator(
-                collection, batch_size=4096, filter=f"{vs.CHUNK_INDEX} == 0", output_fields=[vs.DOC_ID]
+                collection,
+                batch_size=4096,
+                filter=f"{vs.CHUNK_INDEX} == 0",
+                output_fields=[vs.DOC_ID, vs.SOURCE],
             )
-            ids: set[str] = set()
+            sources: dict[str, str] = {}
             try:
                 while batch := iterator.next():
-                    ids.update(r[vs.DOC_ID] for r in batch)
+                    sources.update((r[vs.DOC_ID], r[vs.SOURCE]) for r in batch)
             finally:
                 iterator.close()
-            return ids
+            return sources
 
-        result: set[str] = await asyncio.to_thread(collect)
+        result: dict[str, str] = await asyncio.to_thread(collect)
         return result
 
     async def upsert(self, collection: str, rows: Sequence[dict[str, Any]]) -> None:

@@ -34,6 +34,7 @@ from services.cli.retrieval_eval import (
     evaluate_product,
     percentile,
 )
+from services.cli.unreachable import reaching
 from services.rag.config import RagSettings
 from services.rag.retrieval.retriever import MODES, RetrievalConfig
 
@@ -195,7 +196,7 @@ def _answer_eval(
             raise typer.BadParameter(str(exc)) from exc
     headers = {"authorization": f"Bearer {api_key(key)}"}
     started = time.perf_counter()
-    with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
+    with reaching("the gateway", url), httpx.Client(base_url=url, headers=headers, timeout=300) as client:
         if claims:
             if data is None:
                 raise typer.BadParameter("--claims needs --data")

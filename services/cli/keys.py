@@ -9,10 +9,12 @@ from typing import Annotated, TypeVar
 
 import redis.asyncio as aioredis
 import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.unreachable import fail_unreachable
 from services.gateway.keys import SCOPES, ApiKey, KeyStore
 
 T = TypeVar("T")
@@ -41,6 +43,8 @@ def _with_store(redis_url: str, action: Callable[[KeyStore], Awaitable[T]]) -> T
 
     try:
         return asyncio.run(run())
+    except RedisConnectionError as exc:
+        fail_unreachable("Redis", redis_url, str(exc))
     except RedisError as exc:
         _console.print(f"[red]Redis at {redis_url} failed:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -1,4 +1,4 @@
-"""``quarry``: up, status, ask, ingest, keys."""
+"""``quarry``: up, down, status, ask, ingest, keys."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 from urllib.parse import urlparse
 
 import httpx
@@ -18,10 +19,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli import detached
 from services.cli.api_key import DEFAULT_DATA_DIR, DEV_KEY_FILE, api_key
 from services.cli.eval import eval_command
 from services.cli.keys import keys_app
-from services.cli.suite import Child, Suite, SuiteError
+from services.cli.suite import Child, Ports, Suite, SuiteError
+from services.cli.unreachable import fail_unreachable, not_listening, reaching
 from services.cli.variants import variants_app
 from services.gateway.keys import SCOPES
 
@@ -113,17 +116,77 @@ def up(
         str | None, typer.Option("--ask", help="A question to ask through the gateway once up ('' to skip).")
     ] = "How does the gateway rate limit clients?",
     detach_after_ready: Annotated[
-        bool, typer.Option(help="Exit after start-up, leaving nothing running (smoke check).")
+        bool,
+        typer.Option(
+            help="Return once everything is up, leaving the suite running in the background "
+            f"(pids in DATA_DIR/{detached.PID_FILE}); `quarry down` stops it."
+        ),
+    ] = False,
+    free_ports: Annotated[
+        bool,
+        typer.Option(
+            help="Every service on a free port (shown at start) instead of 8100-8105 and 19539, "
+            "e.g. beside a suite already running; pass the gateway's to `quarry ask --url`."
+        ),
     ] = False,
 ) -> None:
-    """Start Redis (if needed), Milvus Lite and every service; ingest the examples; wait for Ctrl-C."""
+    """Start Redis (if needed), Milvus Lite and every service; ingest the examples; wait for Ctrl-C
+    (or, with --detach-after-ready, return and leave them running until `quarry down`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    _refuse_if_detached(data_dir)
     started = time.perf_counter()
-    suite = Suite(data_dir=data_dir.resolve(), redis_url=REDIS_URL)
+    suite = Suite(
+        data_dir=data_dir.resolve(), redis_url=REDIS_URL, ports=Ports.free() if free_ports else Ports()
+    )
     suite.define()
     _ensure_redis(REDIS_URL, suite)
     with console.status("starting Milvus Lite, embedder, llm, rag, gateway..."):
         suite.start()
+    try:
+        _welcome(suite, data_dir, examples, collection, ask_first, started, detach_after_ready)
+        if detach_after_ready:
+            urls = {name: suite.url(name) for name in ("gateway", "rag", "embedder", "llm", "ingest")}
+            path = detached.write(
+                data_dir, list(suite.children.values()), {**urls, "milvus": suite.milvus_uri}
+            )
+            console.print(
+                f"\nthe suite runs in the background (pids in {path}); stop it with "
+                f"[bold]quarry down{_data_dir_flag(data_dir)}[/bold]"
+            )
+            return
+    except BaseException:
+        suite.stop()  # a start-up that fails half way must not leave services behind
+        raise
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop:
+            for name, child in suite.children.items():
+                if not child.alive():
+                    console.print(f"[red]{name} exited[/red]; see {child.log_path}")
+                    stop = True
+            time.sleep(0.5)
+    finally:
+        console.print("stopping...")
+        suite.stop()
+
+
+def _welcome(
+    suite: Suite,
+    data_dir: Path,
+    examples: Path | None,
+    collection: str,
+    ask_first: str | None,
+    started: float,
+    detach: bool,
+) -> None:
+    """Ingests the examples, makes the dev key, shows where everything is and asks the first question."""
     if examples is not None and examples.exists():
         from ingest.config import IngestSettings
         from ingest.runner import ingest_path
@@ -149,28 +212,49 @@ def up(
     if ask_first:
         console.print(f"\n[bold]Q:[/bold] {ask_first}")
         _print_answer(suite.url("gateway"), key, ask_first, collection, top_k=3)
-    console.print('\ntry: quarry ask "What does the gateway do?"   (Ctrl-C stops everything)')
-    if detach_after_ready:
-        suite.stop()
-        return
-    stop = False
+    url = "" if suite.url("gateway") == DEFAULT_GATEWAY else f" --url {suite.url('gateway')}"
+    stops = f"quarry down{_data_dir_flag(data_dir)} stops everything" if detach else "Ctrl-C stops everything"
+    console.print(f'\ntry: quarry ask{url} "What does the gateway do?"   ({stops})')
 
-    def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+def _data_dir_flag(data_dir: Path) -> str:
+    return "" if data_dir == DEFAULT_DATA_DIR else f" --data-dir {data_dir}"
+
+
+def _refuse_if_detached(data_dir: Path) -> None:
+    """A suite left running from ``data_dir`` holds its ports and its Milvus data: say so, and
+    how to stop it, rather than fail on a busy port half way through the start."""
     try:
-        while not stop:
-            for name, child in suite.children.items():
-                if not child.alive():
-                    console.print(f"[red]{name} exited[/red]; see {child.log_path}")
-                    stop = True
-            time.sleep(0.5)
-    finally:
-        console.print("stopping...")
-        suite.stop()
+        running = detached.read(data_dir)
+    except detached.DamagedPidFile:
+        return  # nothing can be told from it; a busy port, if any, says the rest
+    if running is None:
+        return
+    if not detached.alive(running):
+        (data_dir / detached.PID_FILE).unlink(missing_ok=True)
+        return
+    print(
+        f"quarry: a suite started with --detach-after-ready is running from {data_dir} "
+        f"(gateway {running.urls.get('gateway', '?')}); stop it with `quarry down{_data_dir_flag(data_dir)}`",
+        file=sys.stderr,
+    )
+    raise typer.Exit(1)
+
+
+@app.command()
+def down(
+    data_dir: Annotated[Path, typer.Option(help="The data dir `quarry up` used.")] = DEFAULT_DATA_DIR,
+) -> None:
+    """Stop a suite that `quarry up --detach-after-ready` left running."""
+    try:
+        stopped = detached.stop(data_dir)
+    except detached.DamagedPidFile as exc:
+        print(f"quarry: {exc}; stop its processes by hand (logs in {data_dir / 'logs'})", file=sys.stderr)
+        raise typer.Exit(1) from None
+    if not stopped:
+        console.print(f"no suite running from {data_dir} (one in the foreground stops with Ctrl-C)")
+        return
+    console.print(f"stopped {', '.join(stopped)}")
 
 
 @app.command()
@@ -198,12 +282,13 @@ _ANSWERED_BY = {
 def _print_answer(
     url: str, key: str, question: str, collection: str, top_k: int, as_json: bool = False
 ) -> bool:
-    response = httpx.post(
-        f"{url}/v1/query",
-        json={"question": question, "collection": collection, "top_k": top_k},
-        headers={"authorization": f"Bearer {key}"},
-        timeout=120,
-    )
+    with reaching("the gateway", url):
+        response = httpx.post(
+            f"{url}/v1/query",
+            json={"question": question, "collection": collection, "top_k": top_k},
+            headers={"authorization": f"Bearer {key}"},
+            timeout=120,
+        )
     body = response.json()
     if as_json or response.status_code != 200:
         console.print_json(json.dumps(body))
@@ -222,8 +307,14 @@ def _print_answer(
 
 @app.command()
 def status(data_dir: Annotated[Path, typer.Option()] = DEFAULT_DATA_DIR) -> None:
-    """Show each service's readiness (default local ports)."""
-    suite = Suite(data_dir=data_dir.resolve(), redis_url=REDIS_URL)
+    """Show each service's readiness (the ports of a suite `quarry up --detach-after-ready` left
+    running from DATA_DIR, else the default local ports)."""
+    try:
+        recorded = detached.read(data_dir)
+    except detached.DamagedPidFile:
+        recorded = None
+    ports = detached.ports(recorded) if recorded is not None else Ports()
+    suite = Suite(data_dir=data_dir.resolve(), redis_url=REDIS_URL, ports=ports)
     suite.define()
     table = Table(title="Quarry status")
     table.add_column("service")
@@ -247,7 +338,16 @@ def ingest(
 
     from ingest.config import IngestSettings
     from ingest.runner import IngestRefused, IngestTimedOut, ingest_path
+    from ingest.store import StoreUnavailable
+    from services.common.embeddings_client import EmbeddingsUnavailable
 
+    settings = IngestSettings()
+
+    services = {
+        "Redis": settings.redis_url,
+        "Milvus": settings.milvus_uri,
+        "the embedder": settings.embedder_url,
+    }
     started = time.perf_counter()
     embedded = 0
     failure = ""
@@ -270,13 +370,25 @@ def ingest(
             progress.advance(task, done)
             progress.update(task, chunks=progress.tasks[task].fields["chunks"] + chunks)
 
+        def unreachable(service: str, why: str) -> NoReturn:
+            progress.stop()  # the bar holds stderr while it runs
+            fail_unreachable(service, services[service], why)
+
+        def check_services() -> None:
+            # Before reading a file: indexing waits out a dependency's outage (dependency_wait_s),
+            # which for a suite that is not running at all is minutes of a bar that never moves.
+            for service, url in services.items():
+                if (why := not_listening(url)) is not None:
+                    unreachable(service, why)
+
         try:
             report = asyncio.run(
                 ingest_path(
                     path,
                     collection,
-                    IngestSettings(),
+                    settings,
                     prune=prune,
+                    before_loading=check_services,
                     on_loaded=lambda total: progress.update(task, total=total),
                     on_documents=on_documents,
                     on_embedded=on_embedded,
@@ -288,6 +400,12 @@ def ingest(
             raise typer.Exit(2) from None
         except IngestTimedOut as exc:
             report, failure = exc.report, str(exc)
+        except StoreUnavailable as exc:  # went away during the run, for longer than it waits
+            unreachable("Milvus", str(exc))
+        except EmbeddingsUnavailable as exc:
+            unreachable("the embedder", str(exc))
+        except redis.ConnectionError as exc:
+            unreachable("Redis", str(exc))
     columns = ("added", "updated", "unchanged", "deleted", "failed", "chunks")
     table = Table(title=f"ingest {path} → {collection} ({time.perf_counter() - started:.1f} s)")
     for name in columns:

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.unreachable import fail_unreachable
 from services.cli.variant_stats import percentile, two_proportion_test, wilson_interval
 from services.rag.answer_records import INDEX_KEY, feedback_key, record_key
 from services.rag.variants.spec import VariantError, read_file, write_weights
@@ -165,6 +166,8 @@ def report(
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=10)
     try:
         records, feedback = read_records(client, time.time() - since_hours * 3600)
+    except redis.ConnectionError as exc:
+        fail_unreachable("Redis", redis_url, str(exc))
     except redis.RedisError as exc:
         _console.print(f"[red]Redis at {redis_url} failed:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -7,10 +7,12 @@ whole suite without names colliding.
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.unset_when_empty import UNSET_WHEN_EMPTY
 
 
 class ServiceSettings(BaseSettings):
@@ -21,12 +23,12 @@ class ServiceSettings(BaseSettings):
     workers: int = Field(1, description="Server worker processes; prefer replicas (metrics are per process).")
     log_level: str = Field("info", description="debug, info, warning or error.")
     log_json: bool = Field(True, description="JSON log lines (false: human-readable console).")
-    metrics_port: int | None = Field(
+    metrics_port: Annotated[int | None, UNSET_WHEN_EMPTY] = Field(
         None,
         ge=1,
         le=65535,
         description="Port serving /metrics alone; the API port then serves no /metrics, so a network "
-        "policy can let Prometheus reach this port only. Unset: /metrics on the API port.",
+        "policy can let Prometheus reach this port only. Unset or empty: /metrics on the API port.",
     )
 
     @model_validator(mode="after")

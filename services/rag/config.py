@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.config import ServiceSettings
+from services.common.unset_when_empty import UNSET_WHEN_EMPTY
 
 
 class RagSettings(ServiceSettings):
@@ -30,7 +31,7 @@ class RagSettings(ServiceSettings):
     default_max_tokens: int = Field(
         192, description="max_tokens of a query that gives none (lowered to the limit when over it)."
     )
-    max_tokens_limit: int | None = Field(
+    max_tokens_limit: Annotated[int | None, UNSET_WHEN_EMPTY] = Field(
         None,
         ge=1,
         description="Largest max_tokens a query may ask for (422 over it); empty: the LLM's own cap, "
@@ -119,10 +120,10 @@ class RagSettings(ServiceSettings):
     extract_lexical_weight: float = Field(
         0.6, description="Weight of the share of the question's words a sentence uses, added to its cosine."
     )
-    extract_subject_min_relevance: float | None = Field(
+    extract_subject_min_relevance: Annotated[float | None, UNSET_WHEN_EMPTY] = Field(
         0.5,
         description="A question naming the subjects (titles, headings) of two or more sources also gets "
-        "the best sentence of each named source scoring at least this; unset: no such quotes.",
+        "the best sentence of each named source scoring at least this; empty: no such quotes.",
     )
     extract_margin: float = Field(
         0.08, description="Quoted sentences after the best score within this much of it (three at most)."
@@ -131,7 +132,7 @@ class RagSettings(ServiceSettings):
         20_000, description="Source-sentence vectors kept in memory (384 floats each for MiniLM)."
     )
     # Answer variants and records (docs/variants.md).
-    variants_file: Path | None = Field(
+    variants_file: Annotated[Path | None, UNSET_WHEN_EMPTY] = Field(
         None, description="YAML file of answer variants and their weights; empty: one variant, `default@1`."
     )
     variants_max: int = Field(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 from fpdf import FPDF
 
 from ingest.loaders import LoadError, LoadLimits, iter_files, load_bytes, load_file
+from ingest.pipeline import Source, load_sources
 from tests.pdf_files import pdf_of_pages
 
 
@@ -124,6 +126,22 @@ def test_jsonl_records_past_the_cap_are_skipped_with_a_warning() -> None:
     assert [d.doc_id for d in loaded.documents] == ["r0", "r1", "r2"]
     [warning] = loaded.warnings
     assert "only the first 3 records" in warning and "line 7" in warning
+    assert loaded.partial  # records past the cap were never read: a prune must keep them
+
+
+def test_sources_that_did_not_load_cleanly_are_named_incomplete() -> None:
+    records = "".join(json.dumps({"_id": f"r{i}", "text": f"Record {i}."}) + "\n" for i in range(4))
+    files = {
+        "clean.jsonl": records.encode(),
+        "bad-line.jsonl": (records + "{not json\n").encode(),
+        "truncated.jsonl": records.encode()[:20],
+        "capped.jsonl": records.encode(),
+        "a.txt": b"Plain text.",
+    }
+    limits = {"capped.jsonl": LoadLimits(jsonl_records=2)}
+    sources = [Source(n, partial(load_bytes, n, data, limits.get(n))) for n, data in files.items()]
+    loaded = load_sources(sources)
+    assert loaded.incomplete == {"bad-line.jsonl", "truncated.jsonl", "capped.jsonl"}
 
 
 def test_a_file_name_that_is_no_valid_id_fails_the_file() -> None:

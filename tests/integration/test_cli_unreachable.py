@@ -1,0 +1,76 @@
+"""CLI commands run while the suite is not running: one clear line on stderr and exit 1, never a
+traceback. Each runs the real ``quarry`` process against a port nothing listens on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from services.cli.suite import free_port
+
+EXAMPLES_QA = Path(__file__).resolve().parents[2] / "examples" / "qa" / "docs_qa.jsonl"
+
+
+def _quarry(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from services.cli.main import main; main()", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _assert_one_line(done: subprocess.CompletedProcess[str], says: str) -> None:
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output, output
+    assert done.returncode == 1, output
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"quarry: cannot reach {says}"), lines[0]
+    assert "is the suite running? start it with `quarry up`" in lines[0]
+
+
+@pytest.fixture
+def closed_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def test_ask_without_a_gateway(closed_url: str) -> None:
+    done = _quarry("ask", "What does the embedder do?", "--url", closed_url, "--key", "qk_none")
+    _assert_one_line(done, f"the gateway at {closed_url}")
+
+
+def test_eval_answers_without_a_gateway(closed_url: str) -> None:
+    done = _quarry("eval", "--answers", str(EXAMPLES_QA), "--url", closed_url, "--key", "qk_none")
+    _assert_one_line(done, f"the gateway at {closed_url}")
+
+
+@pytest.mark.parametrize("command", [["keys", "list"], ["variants", "report"]], ids=" ".join)
+def test_redis_commands_without_redis(command: list[str]) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/12"
+    _assert_one_line(_quarry(*command, "--redis-url", closed), f"Redis at {closed}")
+
+
+@pytest.mark.parametrize("missing", ["Milvus", "Redis"])
+def test_ingest_without_the_suite_fails_at_once(
+    missing: str, closed_url: str, tmp_path: Path, redis_url: str
+) -> None:
+    (tmp_path / "a.txt").write_text("Some text to ingest.")
+    closed_redis = closed_url.replace("http://", "redis://")
+    env = {
+        # Redis answers (the tests' own) unless it is the one missing; Milvus and the embedder never.
+        "QUARRY_INGEST_REDIS_URL": closed_redis if missing == "Redis" else redis_url,
+        "QUARRY_INGEST_MILVUS_URI": closed_url,
+        "QUARRY_INGEST_EMBEDDER_URL": closed_url,
+    }
+    started = time.monotonic()
+    done = _quarry("ingest", str(tmp_path), "--collection", "t_never", env=env)
+    # At once, not after the minutes indexing waits out a dependency's outage (dependency_wait_s).
+    assert time.monotonic() - started < 60
+    _assert_one_line(done, f"{missing} at {closed_redis if missing == 'Redis' else closed_url}")
