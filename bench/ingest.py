@@ -4,7 +4,8 @@
 
 Starts its own Milvus Lite server and embedder on free ports (Redis DB 15, a
 fresh collection), then:
-1. bare model: the same chunks encoded in this process (batch 64), no HTTP, no Milvus;
+1. bare model: the same chunks encoded in this process by the embedder's torch backend at its
+   default precision (batch 64), no HTTP, no Milvus;
 2. end to end: load JSONL → chunk → embed over HTTP/2 → upsert into Milvus;
 3. unchanged re-ingest: the same file again (every document skipped by hash).
 Prints documents/s, chunks/s and the ratios.
@@ -37,19 +38,20 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact" / "
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
-def _bare_model(texts: list[str]) -> tuple[float, float]:
-    """sentence-transformers on the same model files, in this process: the ceiling.
+def _bare_model(texts: list[str]) -> tuple[float, float, str]:
+    """The embedder's own backend on the same model files, in this process: the ceiling.
 
-    Wall seconds and CPU seconds of the encoding alone (not the model's load)."""
-    from sentence_transformers import SentenceTransformer
-
+    The service's defaults (backend, precision, threads), batches of 64, no HTTP. Wall seconds
+    and CPU seconds of the encoding alone (not the model's load), and the precision used."""
     from ingest.chunking import default_tokenizer_path
+    from services.embedder.torch_model import TorchEmbeddingModel
 
-    model = SentenceTransformer(default_tokenizer_path(), device="cpu")
+    model = TorchEmbeddingModel(default_tokenizer_path(), "cpu")
     model.encode(["warm up"] * 8)
     started, cpu = time.perf_counter(), _own_cpu_s()
-    model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
-    return time.perf_counter() - started, _own_cpu_s() - cpu
+    for start in range(0, len(texts), 64):
+        model.encode(texts[start : start + 64])
+    return time.perf_counter() - started, _own_cpu_s() - cpu, model.precision
 
 
 def _own_cpu_s() -> float:
@@ -79,8 +81,8 @@ def main() -> None:
             f"{settings.chunk_overlap_tokens})"
         )
 
-        bare_s, bare_cpu = _bare_model(texts)
-        print(f"bare model: {bare_s:.1f} s, {len(texts) / bare_s:.0f} chunks/s")
+        bare_s, bare_cpu, precision = _bare_model(texts)
+        print(f"bare model ({precision}): {bare_s:.1f} s, {len(texts) / bare_s:.0f} chunks/s")
         suite = Suite(data_dir=Path(tmp), redis_url=REDIS_URL, ports=Ports.free())
         suite.define()
         collection = f"bench_{uuid.uuid4().hex[:8]}"
@@ -126,7 +128,7 @@ def main() -> None:
     print(f"| bare model (in process), for comparison | {bare_cpu:.1f} | {bare_cpu / cores / bare_s:.0%} |")
     for name, seconds in cpu.items():
         print(f"| {name} | {seconds:.1f} | {seconds / cores / e2e_s:.0%} |")
-    print(f"\nend to end / bare model (chunks/s): {bare_s / e2e_s:.2f}  (target ≥ 0.8)")
+    print(f"\nend to end / bare model (chunks/s): {bare_s / e2e_s:.2f}  (target ≥ 0.85)")
     print(f"unchanged re-ingest / first ingest (time): {again_s / e2e_s:.1%}  (target < 5%)")
 
 
