@@ -308,7 +308,7 @@ def _print_answer(
 @app.command()
 def status(data_dir: Annotated[Path, typer.Option()] = DEFAULT_DATA_DIR) -> None:
     """Show each service's readiness (the ports of a suite `quarry up --detach-after-ready` left
-    running from DATA_DIR, else the default local ports)."""
+    running from DATA_DIR, else the default local ports); exit 1 unless all are ready."""
     try:
         recorded = detached.read(data_dir)
     except detached.DamagedPidFile:
@@ -319,10 +319,13 @@ def status(data_dir: Annotated[Path, typer.Option()] = DEFAULT_DATA_DIR) -> None
     table = Table(title="Quarry status")
     table.add_column("service")
     table.add_column("state")
-    for name, state in suite.status().items():
+    states = suite.status() | {"redis": "ready" if _redis_answers(REDIS_URL) else "not ready"}
+    for name, state in states.items():
         table.add_row(name, f"[green]{state}[/green]" if state == "ready" else f"[red]{state}[/red]")
-    table.add_row("redis", "[green]ready[/green]" if _redis_answers(REDIS_URL) else "[red]not ready[/red]")
     console.print(table)
+    # Scripts and readiness checks read the exit status: 0 only when everything is ready.
+    if any(state != "ready" for state in states.values()):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -3,6 +3,7 @@ traceback. Each runs the real ``quarry`` process against a port nothing listens 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -74,3 +75,16 @@ def test_ingest_without_the_suite_fails_at_once(
     # At once, not after the minutes indexing waits out a dependency's outage (dependency_wait_s).
     assert time.monotonic() - started < 60
     _assert_one_line(done, f"{missing} at {closed_redis if missing == 'Redis' else closed_url}")
+
+
+def test_status_of_a_suite_that_is_not_running_exits_1(tmp_path: Path) -> None:
+    # A recorded suite whose every port has nothing behind it (its processes are long gone).
+    urls = {
+        name: f"http://127.0.0.1:{free_port()}" for name in ("gateway", "embedder", "llm", "rag", "ingest")
+    }
+    urls["milvus"] = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / "suite.json").write_text(json.dumps({"processes": [], "urls": urls}))
+    done = _quarry("status", "--data-dir", str(tmp_path))
+    assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout
+    assert "not ready" in done.stdout
