@@ -138,6 +138,20 @@ def _percentile(values: list[float], pct: int) -> str:
     return f"{ordered[index]:.0f}"
 
 
+class QueryRefused(Exception):
+    """The gateway answered /v1/query with an error (a wrong key, an unknown collection...):
+    every later question would get the same, so the run stops with its message."""
+
+    def __init__(self, status: int, body: str) -> None:
+        try:
+            error = json.loads(body)["error"]
+            said = f"{error['code']}: {error['message']}"
+        except (ValueError, KeyError, TypeError):
+            said = body[:300]
+        super().__init__(f"/v1/query answered {status} ({said})")
+        self.status = status
+
+
 def ask(
     client: httpx.Client, question: str, collection: str, extra: dict[str, Any]
 ) -> tuple[dict[str, Any], float]:
@@ -145,7 +159,7 @@ def ask(
     response = client.post("/v1/query", json={"question": question, "collection": collection, **extra})
     latency_ms = (time.perf_counter() - started) * 1000
     if response.status_code != 200:
-        raise RuntimeError(f"/v1/query answered {response.status_code}: {response.text[:300]}")
+        raise QueryRefused(response.status_code, response.text)
     body: dict[str, Any] = response.json()
     return body, latency_ms
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -196,23 +197,30 @@ def _answer_eval(
             raise typer.BadParameter(str(exc)) from exc
     headers = {"authorization": f"Bearer {api_key(key)}"}
     started = time.perf_counter()
-    with reaching("the gateway", url), httpx.Client(base_url=url, headers=headers, timeout=300) as client:
-        if claims:
-            if data is None:
-                raise typer.BadParameter("--claims needs --data")
-            beir = load_split(data, split)
-            name = (variant or ["extractive"])[0]
-            tally = answer_eval.run_claims(
-                client, beir.queries, beir.qrels, collection, answer_eval.request_fields(name), limit
+    try:
+        with reaching("the gateway", url), httpx.Client(base_url=url, headers=headers, timeout=300) as client:
+            if claims:
+                if data is None:
+                    raise typer.BadParameter("--claims needs --data")
+                beir = load_split(data, split)
+                name = (variant or ["extractive"])[0]
+                tally = answer_eval.run_claims(
+                    client, beir.queries, beir.qrels, collection, answer_eval.request_fields(name), limit
+                )
+                _print_rows(
+                    f"{data.name} {split} claims, {name} ({time.perf_counter() - started:.0f} s)",
+                    {name: tally.row()},
+                )
+                return
+            assert answers is not None
+            items = answer_eval.load_qa(answers, split)
+            tallies = answer_eval.run_answers(
+                client, items, collection, variant or list(answer_eval.VARIANTS)
             )
-            _print_rows(
-                f"{data.name} {split} claims, {name} ({time.perf_counter() - started:.0f} s)",
-                {name: tally.row()},
-            )
-            return
-        assert answers is not None
-        items = answer_eval.load_qa(answers, split)
-        tallies = answer_eval.run_answers(client, items, collection, variant or list(answer_eval.VARIANTS))
+    except answer_eval.QueryRefused as exc:
+        # Every later question would be refused alike (a wrong key, an unknown collection).
+        print(f"quarry: the gateway at {url} refused the questions: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
     title = (
         f"{answers.name} {split}: {sum(i.in_scope for i in items)} in scope, "
         f"{sum(not i.in_scope for i in items)} out of scope ({time.perf_counter() - started:.0f} s)"

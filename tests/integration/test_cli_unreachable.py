@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.suite import free_port
+from services.cli.suite import Suite, free_port
 
 EXAMPLES_QA = Path(__file__).resolve().parents[2] / "examples" / "qa" / "docs_qa.jsonl"
 
@@ -88,3 +88,16 @@ def test_status_of_a_suite_that_is_not_running_exits_1(tmp_path: Path) -> None:
     assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
     assert done.returncode == 1, done.stdout
     assert "not ready" in done.stdout
+
+
+def test_eval_answers_with_a_refused_key(suite: Suite) -> None:
+    # The gateway answers, but refuses every question: one line naming its error, not a traceback.
+    done = _quarry("eval", "--answers", str(EXAMPLES_QA), "--url", suite.url("gateway"), "--key", "qk_wrong")
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output, output
+    assert done.returncode == 1, output
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    said = f"quarry: the gateway at {suite.url('gateway')} refused the questions: /v1/query answered 401"
+    assert lines[0].startswith(said), lines[0]
+    assert "invalid_api_key" in lines[0], lines[0]
