@@ -1,15 +1,12 @@
-"""Dynamic batching: concurrent requests share forward passes; queries go before bulk.
+"""Dynamic batching: concurrent requests share forward passes; queries never wait behind bulk.
 
-Requests put their texts into one of two lanes by priority (one bound on both). A single worker
-task takes texts from the query lane while it holds any, else from the bulk lane, in
-arrival order within a lane, up to ``max_batch_size`` texts and a padded-token budget
-(``max_batch_tokens`` for queries, the smaller ``bulk_batch_tokens`` for bulk, so a query
-arriving behind an ingest waits at most one small pass). A batch never mixes lanes: a
-query's pass is not made longer by bulk texts. It waits at most ``max_wait_ms`` for
-company when the queue is short, and runs the model on one dedicated thread so the
-event loop keeps accepting requests meanwhile. A request's texts may span several
-batches; it resolves when its last vector lands. Queries waiting without end hold bulk
-texts back: the query lane is for what someone waits on.
+Requests put their texts into one of two lanes by priority (one bound on both). Each lane has
+its own worker task and its own model thread, so a query's pass runs beside a bulk pass (an
+ingest) instead of after it. A worker takes texts of its lane in arrival order, up to
+``max_batch_size`` texts and a padded-token budget (``max_batch_tokens`` for queries,
+``bulk_batch_tokens`` for bulk). A batch never mixes lanes: a query's pass is not made longer by
+bulk texts. A worker waits at most ``max_wait_ms`` for company when its lane is short. A
+request's texts may span several batches; it resolves when its last vector lands.
 """
 
 from __future__ import annotations
@@ -87,12 +84,14 @@ class Batcher:
     def __init__(self, encode: Callable[[list[str]], Vectors], limits: BatchLimits) -> None:
         self._encode = encode
         self._limits = limits
-        # Iterated in this order: the query lane first.
-        self._lanes: dict[Priority, deque[_Item]] = {Priority.QUERY: deque(), Priority.BULK: deque()}
-        self._arrived = asyncio.Event()
-        # One thread: the backend parallelises inside a forward pass; two passes would fight.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder-model")
-        self._worker: asyncio.Task[None] | None = None
+        self._lanes: dict[Priority, deque[_Item]] = {p: deque() for p in Priority}
+        self._arrived = {p: asyncio.Event() for p in Priority}
+        # One thread per lane: a query's pass must not wait for a bulk pass to end, and within a
+        # lane the backend parallelises inside a pass.
+        self._executors = {
+            p: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embedder-{p.value}") for p in Priority
+        }
+        self._workers: list[asyncio.Task[None]] = []
         self._seconds_per_item = 0.01  # refined by every batch; sizes Retry-After
 
     @property
@@ -100,21 +99,23 @@ class Batcher:
         return sum(len(lane) for lane in self._lanes.values())
 
     def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="embedder-batcher")
+        if not self._workers:
+            loop = asyncio.get_running_loop()
+            self._workers = [loop.create_task(self._run(p), name=f"embedder-{p.value}") for p in Priority]
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for worker in self._workers:
+            worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+                await worker
+        self._workers = []
         for lane in self._lanes.values():
             for item in lane:
                 if not item.job.future.done():
                     item.job.future.set_exception(ModelFailed("embedder is shutting down"))
             lane.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in self._executors.values():
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def retry_after_s(self) -> int:
         """Seconds until the queue has likely drained: an honest Retry-After."""
@@ -132,42 +133,39 @@ class Batcher:
         job = _Job(texts, tokens, priority, loop.create_future(), time.perf_counter())
         self._lanes[priority].extend(_Item(job, i) for i in range(len(texts)))
         metrics.QUEUE_DEPTH.set(queued + len(texts))
-        self._arrived.set()
+        self._arrived[priority].set()
         # A cancelled caller leaves its future cancelled; the worker then skips its texts.
         return await job.future
 
-    async def _run(self) -> None:
+    async def _run(self, priority: Priority) -> None:
+        lane = self._lanes[priority]
         while True:
-            await self._gather()
-            batch = self._take()
+            await self._gather(lane, self._arrived[priority])
+            batch = self._take(lane, self._limits.batch_tokens(priority))
             metrics.QUEUE_DEPTH.set(self.queued)
             if batch:
-                await self._execute(batch)
+                await self._execute(batch, self._executors[priority])
 
-    async def _gather(self) -> None:
-        while not self.queued:
-            self._arrived.clear()
-            await self._arrived.wait()
+    async def _gather(self, lane: deque[_Item], arrived: asyncio.Event) -> None:
+        while not lane:
+            arrived.clear()
+            await arrived.wait()
         if not self._limits.merge_requests or self._limits.max_wait_s <= 0:
             return
-        # Waiting only pays while the batch is short; a full queue runs at once.
+        # Waiting only pays while the batch is short; a full lane runs at once.
         deadline = time.perf_counter() + self._limits.max_wait_s
-        while self.queued < self._limits.max_batch_size:
+        while len(lane) < self._limits.max_batch_size:
             left = deadline - time.perf_counter()
             if left <= 0:
                 return
-            self._arrived.clear()
+            arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), left)
+                await asyncio.wait_for(arrived.wait(), left)
             except TimeoutError:
                 return
 
-    def _take(self) -> list[_Item]:
-        lane = self._next_lane()
-        if lane is None:
-            return []
+    def _take(self, lane: deque[_Item], budget: int) -> list[_Item]:
         limits = self._limits
-        budget = limits.batch_tokens(lane[0].job.priority)
         batch: list[_Item] = []
         longest = 0
         while lane and len(batch) < limits.max_batch_size:
@@ -184,16 +182,7 @@ class Batcher:
             batch.append(lane.popleft())
         return batch
 
-    def _next_lane(self) -> deque[_Item] | None:
-        """The first lane, by priority, holding a text whose caller still waits."""
-        for lane in self._lanes.values():
-            while lane and lane[0].job.future.done():
-                lane.popleft()
-            if lane:
-                return lane
-        return None
-
-    async def _execute(self, batch: list[_Item]) -> None:
+    async def _execute(self, batch: list[_Item], executor: ThreadPoolExecutor) -> None:
         # Longest first: backends that split a batch get passes of like lengths (less padding).
         batch.sort(key=lambda item: item.tokens, reverse=True)
         started = time.perf_counter()
@@ -202,7 +191,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         try:
             texts = [item.job.texts[item.index] for item in batch]
-            vectors = await loop.run_in_executor(self._executor, self._encode, texts)
+            vectors = await loop.run_in_executor(executor, self._encode, texts)
         except Exception as exc:  # a failing pass fails its callers, never the worker
             metrics.MODEL_FAILURES.inc()
             _log.exception("model_failed", texts=len(batch))

@@ -49,8 +49,8 @@ class EmbedderSettings(ServiceSettings):
         1024,
         gt=0,
         description=(
-            "Most padded tokens in one batch of bulk texts (ingest), so a query waits at most"
-            " one such pass; queries go first."
+            "Most padded tokens in one batch of bulk texts (ingest); bulk passes run beside"
+            " query passes, on their own thread."
         ),
     )
     max_wait_ms: float = Field(

@@ -161,40 +161,35 @@ async def test_cancelled_callers_texts_are_skipped(recorder: _Recorder) -> None:
     assert recorder.batches[1:] == [["kept"]]
 
 
-async def test_queries_run_before_bulk_texts_queued_earlier(recorder: _Recorder) -> None:
-    batcher = await _batcher(recorder, _limits(max_batch_size=4))
-    first = await _blocked(batcher, recorder)
-    bulk = asyncio.create_task(batcher.embed([f"bulk {i}" for i in range(8)], [1] * 8, Priority.BULK))
-    await asyncio.sleep(0)
-    queries = [asyncio.create_task(batcher.embed([f"query {i}"], [1], Priority.QUERY)) for i in range(2)]
-    await asyncio.sleep(0)
-    recorder.hold.set()
-    await asyncio.gather(bulk, first, *queries)
-    await batcher.stop()
+class _BulkHolder(_Recorder):
+    """Holds every pass of bulk texts (``b...``) until released; other passes run at once."""
 
-    # The held pass, then both queries in a pass of their own, then the bulk texts in order.
-    assert [sorted(b) for b in recorder.batches[1:]] == [
-        ["query 0", "query 1"],
-        [f"bulk {i}" for i in range(4)],
-        [f"bulk {i}" for i in range(4, 8)],
-    ]
+    def __call__(self, texts: list[str]) -> Vectors:
+        self.batches.append(list(texts))
+        if texts[0].startswith("b"):
+            self.started.set()
+            self.hold.wait(10)
+        return np.stack([_vector(t) for t in texts])
 
 
-async def test_a_query_arriving_mid_bulk_waits_for_one_bulk_pass_only(recorder: _Recorder) -> None:
+async def test_a_query_runs_while_a_bulk_pass_is_still_running() -> None:
+    recorder = _BulkHolder()
     batcher = await _batcher(recorder, _limits(bulk_batch_tokens=3))
     recorder.hold.clear()
     bulk = asyncio.create_task(batcher.embed([f"b{i}" for i in range(9)], [1] * 9, Priority.BULK))
-    await asyncio.to_thread(recorder.started.wait, 10)  # the bulk's first pass is running
-    query = asyncio.create_task(batcher.embed(["query"], [1], Priority.QUERY))
-    await asyncio.sleep(0)
+    await asyncio.to_thread(recorder.started.wait, 10)  # the bulk's first pass is running, held
+    queries = [await batcher.embed([f"query {i}"], [1], Priority.QUERY) for i in range(2)]
+    assert not bulk.done()  # both queries came back while the bulk pass was still held
     recorder.hold.set()
-    await asyncio.gather(bulk, query)
+    vectors = await bulk
     await batcher.stop()
 
-    # In arrival order the query would come fourth, after every bulk pass.
-    assert [sorted(b) for b in recorder.batches] == [
+    assert [q[0].tolist() for q in queries] == [_vector(f"query {i}").tolist() for i in range(2)]
+    assert vectors.tolist() == np.stack([_vector(f"b{i}") for i in range(9)]).tolist()
+    assert recorder.batches == [
         ["b0", "b1", "b2"],
-        ["query"],
+        ["query 0"],
+        ["query 1"],
         ["b3", "b4", "b5"],
         ["b6", "b7", "b8"],
     ]
@@ -210,17 +205,5 @@ async def test_bulk_batches_keep_to_their_smaller_token_budget(recorder: _Record
     await asyncio.gather(bulk, query, first)
     await batcher.stop()
 
-    assert [len(b) for b in recorder.batches[1:]] == [6, 3, 3]  # queries whole, bulk by 30 tokens
-
-
-async def test_cancelled_query_lets_bulk_texts_run(recorder: _Recorder) -> None:
-    batcher = await _batcher(recorder, _limits())
-    first = await _blocked(batcher, recorder)
-    gone = asyncio.create_task(batcher.embed(["gone"], [1], Priority.QUERY))
-    bulk = asyncio.create_task(batcher.embed(["bulk"], [1], Priority.BULK))
-    await asyncio.sleep(0)
-    gone.cancel()
-    recorder.hold.set()
-    await asyncio.gather(bulk, first)
-    await batcher.stop()
-    assert recorder.batches[1:] == [["bulk"]]
+    lengths = {lane: [len(b) for b in recorder.batches[1:] if b[0][0] == lane] for lane in "bq"}
+    assert lengths == {"q": [6], "b": [3, 3]}  # queries whole, bulk by 30 tokens
