@@ -262,14 +262,28 @@ def ask(
     question: str,
     collection: Annotated[str, typer.Option()] = "docs",
     top_k: Annotated[int, typer.Option()] = 4,
-    url: Annotated[str, typer.Option(help="Gateway URL.")] = DEFAULT_GATEWAY,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Gateway URL (default: a detached suite's from DATA_DIR, else the local port)."),
+    ] = None,
     key: Annotated[str | None, typer.Option(help="API key (default: QUARRY_API_KEY or the dev key).")] = None,
     data_dir: Annotated[Path, typer.Option()] = DEFAULT_DATA_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
 ) -> None:
     """Ask a question through the gateway and print the answer with its citations."""
+    if url is None:
+        url = _detached_gateway(data_dir) or DEFAULT_GATEWAY
     if not _print_answer(url, api_key(key, data_dir), question, collection, top_k, as_json):
         raise typer.Exit(1)
+
+
+def _detached_gateway(data_dir: Path) -> str | None:
+    """The gateway URL a suite started with ``up --detach-after-ready`` recorded, if any."""
+    try:
+        recorded = detached.read(data_dir)
+    except detached.DamagedPidFile:
+        return None
+    return recorded.urls.get("gateway") if recorded is not None else None
 
 
 _ANSWERED_BY = {

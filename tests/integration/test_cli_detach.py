@@ -59,6 +59,11 @@ def test_detach_after_ready_leaves_the_suite_running_until_quarry_down(
     gateway = recorded.urls["gateway"]
     assert httpx.get(f"{gateway}/health/ready", timeout=30).status_code == 200
 
+    # `ask` without --url finds the detached suite's gateway (on a free port, not 8100): the
+    # suite holds no documents, so that gateway, having taken the dev key, says so.
+    asked = _quarry("ask", "What does the embedder do?", "--data-dir", str(data_dir), redis_url=redis_url)
+    assert "collection_not_found" in asked.stdout, asked.stdout + asked.stderr
+
     status = _quarry("status", "--data-dir", str(data_dir), redis_url=redis_url)
     assert status.returncode == 0
     assert "not ready" not in status.stdout, status.stdout  # the recorded ports, not the defaults
