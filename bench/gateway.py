@@ -32,8 +32,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -47,6 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import h2load
+from bench.baseline import module_argv, revision_tree
 from bench.proc_cpu import parse_cpus, pin_tree, tree_cpu_s
 from bench.rounds import in_turn
 from ingest.config import IngestSettings
@@ -142,25 +141,21 @@ async def _forget_key(redis_url: str, key_id: str) -> None:
 @contextlib.contextmanager
 def _baseline_gateway(suite: Suite, revision: str, tmp: Path) -> Iterator[tuple[str, Child]]:
     """The gateway of ``revision`` on a free port, in front of the suite's rag."""
-    tree = tmp / f"baseline-{revision}"
-    subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], check=True)
-    port = free_port()
-    env = {**suite.children["gateway"].env, "QUARRY_GATEWAY_PORT": str(port)}
-    # The worktree's package first on the path; Granian's forked worker inherits it.
-    code = (
-        f"import runpy, sys; sys.path.insert(0, {str(tree)!r}); "
-        "runpy.run_module('services.gateway', run_name='__main__')"
-    )
-    url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-c", code]
-    child = Child(f"gateway-{revision}", argv, env, f"{url}/health/ready", tmp / f"baseline-{revision}.log")
-    child.start()
-    try:
-        child.wait_ready(time.monotonic() + 120)
-        yield url, child
-    finally:
-        child.stop()
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False)
+    with revision_tree(revision, tmp) as tree:
+        port = free_port()
+        env = {**suite.children["gateway"].env, "QUARRY_GATEWAY_PORT": str(port)}
+        # The worktree's package first on the path; Granian's forked worker inherits it.
+        argv = module_argv(tree, "services.gateway")
+        url = f"http://127.0.0.1:{port}"
+        child = Child(
+            f"gateway-{revision}", argv, env, f"{url}/health/ready", tmp / f"baseline-{revision}.log"
+        )
+        child.start()
+        try:
+            child.wait_ready(time.monotonic() + 120)
+            yield url, child
+        finally:
+            child.stop()
 
 
 @dataclass

@@ -51,10 +51,11 @@ def _pid(child: Child) -> int:
     return child.process.pid
 
 
-def _baseline_stack(suite: Suite, tree: Path, folder: Path) -> dict[str, Child]:
-    """``tree``'s embedder and rag on free ports, rag reading the suite's Milvus through it."""
+def _baseline_stack(suite: Suite, tree: Path, folder: Path) -> tuple[str, dict[str, Child]]:
+    """``tree``'s embedder and rag on free ports, rag reading the suite's Milvus: rag's URL and
+    the two processes."""
     embedder_port, rag_port = free_port(), free_port()
-    embedder_url = f"http://127.0.0.1:{embedder_port}"
+    embedder_url, rag_url = f"http://127.0.0.1:{embedder_port}", f"http://127.0.0.1:{rag_port}"
     env = suite.children["rag"].env | {
         "QUARRY_EMBEDDER_PORT": str(embedder_port),
         "QUARRY_RAG_PORT": str(rag_port),
@@ -72,14 +73,14 @@ def _baseline_stack(suite: Suite, tree: Path, folder: Path) -> dict[str, Child]:
             "baseline-rag",
             module_argv(tree, "services.rag"),
             env,
-            f"http://127.0.0.1:{rag_port}/health/ready",
+            f"{rag_url}/health/ready",
             folder / "baseline-rag.log",
         ),
     }
     for name in ("embedder", "rag"):
         children[name].start()
         children[name].wait_ready(time.monotonic() + 300)
-    return children
+    return rag_url, children
 
 
 async def _drive(
@@ -220,11 +221,10 @@ def main() -> None:
             }
             if args.baseline:
                 tree = stack.enter_context(revision_tree(args.baseline, tmp))
-                baseline = _baseline_stack(suite, tree, tmp)
+                rag_url, baseline = _baseline_stack(suite, tree, tmp)
                 for child in baseline.values():
                     stack.callback(child.stop)
                 label = f"{args.baseline} on text BM25"
-                rag_url = baseline["rag"].ready_url.removesuffix("/health/ready")  # type: ignore[union-attr]
                 processes = {"milvus": suite.children["milvus"]} | baseline
                 stacks[label] = (rag_url, LAYOUTS["text BM25 (before)"], processes)
                 labels.insert(0, label)

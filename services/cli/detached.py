@@ -80,6 +80,15 @@ def read(data_dir: Path) -> DetachedSuite | None:
         raise DamagedPidFile(f"{path} cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
+def read_if_readable(data_dir: Path) -> DetachedSuite | None:
+    """What ``up`` recorded, or None when nothing is or its file cannot be read: for commands
+    that only look for a suite's ports (a damaged file tells them nothing either way)."""
+    try:
+        return read(data_dir)
+    except DamagedPidFile:
+        return None
+
+
 def ports(suite: DetachedSuite) -> Ports:
     """The ports the recorded suite serves on (``up --free-ports`` picks them at start)."""
     known = {f.name for f in fields(Ports)}

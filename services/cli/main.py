@@ -126,7 +126,7 @@ def up(
         bool,
         typer.Option(
             help="Every service on a free port (shown at start) instead of 8100-8105 and 19539, "
-            "e.g. beside a suite already running; pass the gateway's to `quarry ask --url`."
+            "e.g. beside a suite already running (detached, `quarry ask` and `quarry status` find them)."
         ),
     ] = False,
 ) -> None:
@@ -224,10 +224,8 @@ def _data_dir_flag(data_dir: Path) -> str:
 def _refuse_if_detached(data_dir: Path) -> None:
     """A suite left running from ``data_dir`` holds its ports and its Milvus data: say so, and
     how to stop it, rather than fail on a busy port half way through the start."""
-    try:
-        running = detached.read(data_dir)
-    except detached.DamagedPidFile:
-        return  # nothing can be told from it; a busy port, if any, says the rest
+    # A damaged file tells nothing either way; a busy port, if any, says the rest.
+    running = detached.read_if_readable(data_dir)
     if running is None:
         return
     if not detached.alive(running):
@@ -279,10 +277,7 @@ def ask(
 
 def _detached_gateway(data_dir: Path) -> str | None:
     """The gateway URL a suite started with ``up --detach-after-ready`` recorded, if any."""
-    try:
-        recorded = detached.read(data_dir)
-    except detached.DamagedPidFile:
-        return None
+    recorded = detached.read_if_readable(data_dir)
     return recorded.urls.get("gateway") if recorded is not None else None
 
 
@@ -323,10 +318,7 @@ def _print_answer(
 def status(data_dir: Annotated[Path, typer.Option()] = DEFAULT_DATA_DIR) -> None:
     """Show each service's readiness (the ports of a suite `quarry up --detach-after-ready` left
     running from DATA_DIR, else the default local ports); exit 1 unless all are ready."""
-    try:
-        recorded = detached.read(data_dir)
-    except detached.DamagedPidFile:
-        recorded = None
+    recorded = detached.read_if_readable(data_dir)
     ports = detached.ports(recorded) if recorded is not None else Ports()
     suite = Suite(data_dir=data_dir.resolve(), redis_url=REDIS_URL, ports=ports)
     suite.define()

@@ -48,6 +48,9 @@ class TorchEmbeddingModel:
 
     @contextlib.contextmanager
     def _threads_for(self, texts: int) -> Iterator[None]:
+        # The batcher's two lanes call this from two threads at once: each puts back the count
+        # it read, and one that reads 1 (the other lane holds it) leaves it alone, so the count
+        # always returns to the backend's.
         import torch
 
         if self._device_type != "cpu" or texts > SMALL_PASS_TEXTS or torch.get_num_threads() == 1:
