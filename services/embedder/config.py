@@ -34,7 +34,11 @@ class EmbedderSettings(ServiceSettings):
         ),
     )
     device: str = Field("auto", description="auto (cuda when present, else cpu), cpu, cuda, cuda:N.")
-    threads: int = Field(0, ge=0, description="CPU threads for the model; 0 lets the backend decide.")
+    threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads for the model; 0: the CPUs the process may use (affinity, cgroup limit).",
+    )
     onnx_cache_dir: str = Field(
         "", description="Where the exported ONNX model is kept; empty: ~/.cache/quarry/onnx."
     )

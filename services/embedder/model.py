@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from services.common.cpu_budget import cpu_budget
 from services.embedder.config import Backend, EmbedderSettings
 
 Vectors = npt.NDArray[np.float32]
@@ -62,6 +63,7 @@ def load_model(settings: EmbedderSettings) -> EmbeddingModel:
     if backend == "auto":
         # Measured in bench/embedder.py: see docs/benchmarks.md, "Embedder".
         backend = "torch" if device.startswith("cuda") else _CPU_DEFAULT_BACKEND
+    threads = settings.threads or cpu_budget()
     if backend in ("onnx", "onnx-int8"):
         if device != "cpu":
             raise ValueError(f"the {backend} backend runs on cpu only")
@@ -70,11 +72,11 @@ def load_model(settings: EmbedderSettings) -> EmbeddingModel:
         from services.embedder.onnx_model import OnnxEmbeddingModel
 
         return OnnxEmbeddingModel(
-            settings.model, settings.threads, settings.onnx_cache_dir, int8=backend == "onnx-int8"
+            settings.model, threads, settings.onnx_cache_dir, int8=backend == "onnx-int8"
         )
     from services.embedder.torch_model import TorchEmbeddingModel
 
-    return TorchEmbeddingModel(settings.model, device, settings.threads, settings.precision)
+    return TorchEmbeddingModel(settings.model, device, threads, settings.precision)
 
 
 _CPU_DEFAULT_BACKEND: Backend = "torch"

@@ -22,7 +22,10 @@ class LLMSettings(ServiceSettings):
     context_window: int = Field(2048, description="Tokens of prompt plus completion one request may use.")
     max_tokens_cap: int = Field(512, description="Largest max_tokens a request may ask for.")
     default_max_tokens: int = Field(256, description="max_tokens when a request gives none.")
-    threads: int = Field(0, description="llama.cpp threads per slot; 0: cores divided by slots.")
+    threads: int = Field(
+        0,
+        description="llama.cpp threads per slot; 0: the usable CPUs (affinity, cgroup limit) over slots.",
+    )
     slots: int = Field(
         1, ge=1, description="Requests generated at once (llama.cpp contexts; vLLM max_num_seqs)."
     )

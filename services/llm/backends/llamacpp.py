@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 import threading
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from services.common.cpu_budget import cpu_budget
 from services.llm.backends.base import SamplingParams, TextDelta
 
 _DONE = object()
@@ -44,7 +44,7 @@ class LlamaCppBackend:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         path = model_path or default_gguf_path()
-        n_threads = threads or max(1, (os.cpu_count() or 1) // max(1, slots))
+        n_threads = threads or max(1, cpu_budget() // max(1, slots))
         self._slots: asyncio.Queue[_Slot] = asyncio.Queue()
         llamas = [
             Llama(model_path=path, n_ctx=context_window, n_threads=n_threads, verbose=False)
@@ -66,6 +66,7 @@ class LlamaCppBackend:
         self._tokenizer = first
         self.model_id = model_id
         self.context_window = context_window
+        self.threads_per_slot = n_threads
 
     def encode_prompt(self, messages: list[dict[str, str]]) -> tuple[list[int], list[str]]:
         """The chat template applied and tokenized, and the template's stop strings."""
