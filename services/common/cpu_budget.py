@@ -34,8 +34,8 @@ def _quota(root: Path) -> float | None:
     except (OSError, ValueError, ZeroDivisionError):
         pass
     try:
-        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        v1_quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        v1_period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
     except (OSError, ValueError):
         return None
-    return quota / period if quota > 0 and period > 0 else None
+    return v1_quota / v1_period if v1_quota > 0 and v1_period > 0 else None
