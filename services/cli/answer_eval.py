@@ -160,7 +160,10 @@ def ask(
     latency_ms = (time.perf_counter() - started) * 1000
     if response.status_code != 200:
         raise QueryRefused(response.status_code, response.text)
-    body: dict[str, Any] = response.json()
+    try:
+        body: dict[str, Any] = response.json()
+    except ValueError:
+        raise QueryRefused(response.status_code, response.text) from None
     return body, latency_ms
 
 

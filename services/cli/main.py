@@ -24,7 +24,7 @@ from services.cli.api_key import DEFAULT_DATA_DIR, DEV_KEY_FILE, api_key
 from services.cli.eval import eval_command
 from services.cli.keys import keys_app
 from services.cli.suite import Child, Ports, Suite, SuiteError
-from services.cli.unreachable import fail_unreachable, not_listening, reaching
+from services.cli.unreachable import fail_not_json, fail_unreachable, not_listening, reaching
 from services.cli.variants import variants_app
 from services.gateway.keys import SCOPES
 
@@ -298,7 +298,10 @@ def _print_answer(
             headers={"authorization": f"Bearer {key}"},
             timeout=120,
         )
-    body = response.json()
+    try:
+        body = response.json()
+    except ValueError:
+        fail_not_json("the gateway", url, response)
     if as_json or response.status_code != 200:
         console.print_json(json.dumps(body))
         return response.status_code == 200

@@ -40,6 +40,17 @@ def fail_no_answer(service: str, url: str, exc: httpx.TransportError) -> NoRetur
     raise typer.Exit(EXIT_UNREACHABLE)
 
 
+def fail_not_json(service: str, url: str, response: httpx.Response) -> NoReturn:
+    """For an answer that is not JSON: another program on the port, or a proxy's error page."""
+    kind = response.headers.get("content-type") or "no content type"
+    print(
+        f"quarry: {service} at {url} answered HTTP {response.status_code} with a body that is not JSON"
+        f" ({kind}) — is another program listening on that port?",
+        file=sys.stderr,
+    )
+    raise typer.Exit(EXIT_UNREACHABLE)
+
+
 @contextmanager
 def reaching(service: str, url: str) -> Iterator[None]:
     """Turns httpx's transport errors raised inside the block into that one line and exit 1."""

@@ -7,7 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -101,3 +104,42 @@ def test_eval_answers_with_a_refused_key(suite: Suite) -> None:
     said = f"quarry: the gateway at {suite.url('gateway')} refused the questions: /v1/query answered 401"
     assert lines[0].startswith(said), lines[0]
     assert "invalid_api_key" in lines[0], lines[0]
+
+
+@pytest.fixture
+def html_url() -> Iterator[str]:
+    """Another program on the gateway's port: it answers every request with an HTML page."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = b"<html><body>502 Bad Gateway</body></html>"
+            self.send_response(502)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_ask_of_a_port_that_answers_html(html_url: str) -> None:
+    done = _quarry("ask", "What does the embedder do?", "--url", html_url, "--key", "qk_none")
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output, output
+    assert done.returncode == 1, output
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"quarry: the gateway at {html_url} answered HTTP 502 with a body that is not JSON (text/html)"
+        " — is another program listening on that port?"
+    ], done.stderr
