@@ -13,6 +13,10 @@ class BodyTooLarge(Exception):
     pass
 
 
+def _too_large(max_bytes: int) -> APIError:
+    return APIError(413, "payload_too_large", f"request body exceeds {max_bytes} bytes")
+
+
 class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]) -> None:
         self.app = app
@@ -24,10 +28,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         max_bytes = self.limit_for(scope)
-        too_large = APIError(413, "payload_too_large", f"request body exceeds {max_bytes} bytes")
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
-            await too_large.response()(scope, receive, send)
+            await _too_large(max_bytes).response()(scope, receive, send)
             return
         received = 0
         response_started = False
@@ -50,4 +53,4 @@ class BodyLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not response_started:
-                await too_large.response()(scope, receive, send)
+                await _too_large(max_bytes).response()(scope, receive, send)
