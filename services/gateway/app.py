@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.types import Scope
 
+from services.common.errors import error_response
 from services.common.health import ReadinessCheck
 from services.common.wiring import wire_service
 from services.console.config import ConsoleSettings
@@ -27,7 +28,7 @@ from services.gateway.proxy import Upstream
 from services.gateway.quota import Metering, TokenQuota
 from services.gateway.ratelimit import RateLimits, redis_options
 from services.gateway.routes import build_router
-from services.gateway.store_breaker import StoreBreaker, StoreUnavailable, store_down_response
+from services.gateway.store_breaker import StoreBreaker, StoreUnavailable
 from services.gateway.suite_status import StatusBoard
 
 _UPLOAD_PATH = re.compile(r"^/v1/collections/[^/]+/documents$")
@@ -35,7 +36,12 @@ _REDIS_TIMEOUT_S = 1.0
 
 
 async def _store_down(_: Request, __: Exception) -> JSONResponse:
-    return store_down_response()
+    return error_response(
+        503,
+        "auth_unavailable",
+        "key and rate-limit store is unavailable; retry shortly",
+        {"retry-after": "1"},
+    )
 
 
 def create_app(settings: GatewaySettings | None = None, console: ConsoleSettings | None = None) -> FastAPI:
@@ -45,12 +51,9 @@ def create_app(settings: GatewaySettings | None = None, console: ConsoleSettings
     redis = aioredis.Redis.from_url(settings.redis_url, **redis_options(_REDIS_TIMEOUT_S, asyncio=True))  # type: ignore[arg-type]
     breaker = StoreBreaker(settings.redis_retry_s, fail_open=fail_open)
     key_store = KeyStore(redis)
-    upstreams = {
-        name: Upstream(
-            name, url, read_timeout_s=settings.upstream_timeout_s, deadline_s=settings.request_timeout_s
-        )
-        for name, url in (("rag", settings.rag_url), ("ingest", settings.ingest_url))
-    }
+    timeouts = {"read_timeout_s": settings.upstream_timeout_s, "deadline_s": settings.request_timeout_s}
+    rag = Upstream("rag", settings.rag_url, **timeouts)
+    ingest = Upstream("ingest", settings.ingest_url, **timeouts)
 
     async def redis_ready() -> None:
         await redis.ping()
@@ -67,19 +70,16 @@ def create_app(settings: GatewaySettings | None = None, console: ConsoleSettings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with upstreams["rag"], upstreams["ingest"], status_board:
-            try:
-                yield
-            finally:
-                await redis.aclose()
+        async with rag.client, ingest.client, status_board.client, redis:
+            yield
 
     app = FastAPI(title="Quarry gateway", lifespan=lifespan)
     app.state.rate_limits = RateLimits(settings.redis_url, breaker, timeout_s=_REDIS_TIMEOUT_S)
     app.state.key_store = key_store
     app.state.gatekeeper = Gatekeeper(key_store, KeyCache(settings.key_cache_ttl_s), breaker)
     app.state.metering = Metering(TokenQuota(redis), breaker, settings.query_token_reservation)
-    app.state.rag = upstreams["rag"]
-    app.state.ingest = upstreams["ingest"]
+    app.state.rag = rag
+    app.state.ingest = ingest
     app.state.status_board = status_board
     app.include_router(build_router())
     # Its own package: pages on the public API above, apart from the proxy's routes.
@@ -87,7 +87,7 @@ def create_app(settings: GatewaySettings | None = None, console: ConsoleSettings
     install_openapi(app)
 
     # Fail-open serves without Redis, so Redis down must not take this replica out of rotation.
-    readiness: dict[str, ReadinessCheck] = {"rag": upstreams["rag"].ready}
+    readiness: dict[str, ReadinessCheck] = {"rag": rag.ready}
     if not fail_open:
         readiness["redis"] = redis_ready
 
@@ -97,7 +97,7 @@ def create_app(settings: GatewaySettings | None = None, console: ConsoleSettings
 
     # Added before wire_service so the request-id middleware wraps it: a rejected
     # body still gets an id in its error.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, limit_for=body_limit)
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     wire_service(app, service="gateway", settings=settings, readiness=readiness)
     if settings.cors_origins:
         # Outermost, so preflights and error answers alike carry the CORS headers.

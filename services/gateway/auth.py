@@ -27,16 +27,11 @@ def _invalid_key() -> APIError:
     return APIError(401, "invalid_api_key", "API key is invalid or revoked", headers=_WWW_AUTHENTICATE)
 
 
-def bearer_token(header: str) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header; None for any other shape."""
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
 def _bearer(request: Request) -> str:
-    token = bearer_token(request.headers.get("authorization", ""))
-    if token is None:
+    """The token of an ``Authorization: Bearer <token>`` header; 401 for any other shape."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise APIError(
             401,
             "unauthorized",
@@ -58,11 +53,7 @@ class Gatekeeper:
     def __init__(self, store: KeyStore, cache: KeyCache, breaker: StoreBreaker) -> None:
         self._store = store
         self._cache = cache
-        self._breaker = breaker
-
-    @property
-    def breaker(self) -> StoreBreaker:
-        return self._breaker
+        self.breaker = breaker
 
     async def authenticate(self, presented: str) -> Pass:
         parsed = parse_key(presented)
@@ -70,13 +61,11 @@ class Gatekeeper:
             raise _invalid_key()
         key_id, secret = parsed
         try:
-            stored = await self._breaker.run(lambda: self._store.lookup(key_id))
+            stored = await self.breaker.run(lambda: self._store.lookup(key_id))
         except StoreUnavailable:
-            if not self._breaker.fail_open:
-                raise
-            cached = self._cache.recent(key_id)
+            # Without Redis an unseen key cannot be told from a made-up one.
+            cached = self._cache.recent(key_id) if self.breaker.fail_open else None
             if cached is None:
-                # Without Redis an unseen key cannot be told from a made-up one.
                 raise
             if not cached.matches(secret):
                 raise _invalid_key() from None
@@ -94,7 +83,7 @@ class Gatekeeper:
 
         No last-known-good fallback: a session is read from Redis, so it needs Redis anyway.
         """
-        stored = await self._breaker.run(lambda: self._store.lookup(key_id))
+        stored = await self.breaker.run(lambda: self._store.lookup(key_id))
         if stored is None or stored.key.revoked:
             raise _invalid_key()
         return Pass(stored.key, without_redis=False)

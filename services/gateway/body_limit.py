@@ -13,17 +13,15 @@ class BodyTooLarge(Exception):
     pass
 
 
-def payload_too_large(max_bytes: int) -> APIError:
-    """The 413 for a body over ``max_bytes``, wherever it is refused."""
+def _too_large(max_bytes: int) -> APIError:
     return APIError(413, "payload_too_large", f"request body exceeds {max_bytes} bytes")
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int, limit_for: Callable[[Scope], int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]) -> None:
         self.app = app
-        self.max_bytes = max_bytes
         # Per request: document uploads may be larger than JSON queries.
-        self.limit_for = limit_for or (lambda _: max_bytes)
+        self.limit_for = limit_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -32,9 +30,10 @@ class BodyLimitMiddleware:
         max_bytes = self.limit_for(scope)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
-            await self._reject(scope, receive, send, max_bytes)
+            await _too_large(max_bytes).response()(scope, receive, send)
             return
         received = 0
+        response_started = False
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -45,8 +44,6 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge
             return message
 
-        response_started = False
-
         async def tracking_send(message: Message) -> None:
             nonlocal response_started
             response_started = response_started or message["type"] == "http.response.start"
@@ -56,7 +53,4 @@ class BodyLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not response_started:
-                await self._reject(scope, receive, send, max_bytes)
-
-    async def _reject(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
-        await payload_too_large(max_bytes).response()(scope, receive, send)
+                await _too_large(max_bytes).response()(scope, receive, send)

@@ -13,7 +13,7 @@ import json
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # ops: the suite's status only (GET /v1/status), for those who watch services, not data.
@@ -29,8 +29,7 @@ def parse_key(presented: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
-def record_key(key_id: str) -> str:
-    """The Redis key of a key's record."""
+def _record_key(key_id: str) -> str:
     return f"quarry:apikey:{key_id}"
 
 
@@ -90,6 +89,25 @@ class StoredKey:
     def matches(self, secret: str) -> bool:
         return hmac.compare_digest(self.digest, _digest(self.salt, secret))
 
+    def dumps(self) -> str:
+        return json.dumps({**self.key.public(), "salt": self.salt, "hash": self.digest})
+
+    @classmethod
+    def loads(cls, raw: bytes | str) -> StoredKey:
+        record = json.loads(raw)
+        collections = record.get("collections")
+        key = ApiKey(
+            key_id=record["id"],
+            name=record["name"],
+            scopes=frozenset(record["scopes"]),
+            collections=None if collections is None else frozenset(collections),
+            rate_limit=record["rate_limit"],
+            daily_token_quota=record.get("daily_token_quota"),
+            created_at=record.get("created_at", 0.0),
+            revoked=bool(record.get("revoked", False)),
+        )
+        return cls(key, record["salt"], record["hash"])
+
 
 class KeyStore:
     def __init__(self, redis: Any) -> None:
@@ -104,32 +122,31 @@ class KeyStore:
         daily_token_quota: int | None = None,
     ) -> tuple[str, ApiKey]:
         """Returns the full secret (shown once) and the stored key."""
-        unknown = set(scopes) - SCOPES
-        if unknown or not scopes:
+        if not scopes or not scopes <= SCOPES:
             raise ValueError(f"scopes must be a non-empty subset of {sorted(SCOPES)}")
         if not _RATE_LIMIT_RE.fullmatch(rate_limit):
             raise ValueError(f"rate limit {rate_limit!r} is not like '60/minute'")
         if daily_token_quota is not None and daily_token_quota < 1:
             raise ValueError("daily token quota must be at least 1")
-        key_id = secrets.token_hex(8)
-        secret = secrets.token_urlsafe(32)
-        salt = secrets.token_hex(16)
         key = ApiKey(
-            key_id=key_id,
+            key_id=secrets.token_hex(8),
             name=name,
             scopes=frozenset(scopes),
             collections=None if collections is None else frozenset(collections),
             rate_limit=rate_limit,
             daily_token_quota=daily_token_quota,
         )
-        record = {**key.public(), "salt": salt, "hash": _digest(salt, secret)}
-        await self._redis.set(record_key(key_id), json.dumps(record))
-        await self._redis.sadd(_INDEX, key_id)
-        return f"qk_{key_id}_{secret}", key
+        secret, salt = secrets.token_urlsafe(32), secrets.token_hex(16)
+        await self._save(StoredKey(key, salt, _digest(salt, secret)))
+        await self._redis.sadd(_INDEX, key.key_id)
+        return f"qk_{key.key_id}_{secret}", key
+
+    async def _save(self, stored: StoredKey) -> None:
+        await self._redis.set(_record_key(stored.key.key_id), stored.dumps())
 
     async def lookup(self, key_id: str) -> StoredKey | None:
-        raw = await self._redis.get(record_key(key_id))
-        return None if raw is None else decode_record(raw)
+        raw = await self._redis.get(_record_key(key_id))
+        return None if raw is None else StoredKey.loads(raw)
 
     async def verify(self, presented: str) -> ApiKey | None:
         """The key for a presented secret, or None if unknown, wrong or revoked."""
@@ -143,38 +160,12 @@ class KeyStore:
 
     async def list(self) -> list[ApiKey]:
         ids = sorted(m.decode() if isinstance(m, bytes) else m for m in await self._redis.smembers(_INDEX))
-        keys = []
-        for key_id in ids:
-            raw = await self._redis.get(record_key(key_id))
-            if raw is not None:
-                keys.append(_from_record(json.loads(raw)))
-        return keys
+        records = await self._redis.mget([_record_key(i) for i in ids]) if ids else []
+        return [StoredKey.loads(raw).key for raw in records if raw is not None]
 
     async def revoke(self, key_id: str) -> bool:
-        raw = await self._redis.get(record_key(key_id))
-        if raw is None:
+        stored = await self.lookup(key_id)
+        if stored is None:
             return False
-        record = json.loads(raw)
-        record["revoked"] = True
-        await self._redis.set(record_key(key_id), json.dumps(record))
+        await self._save(replace(stored, key=replace(stored.key, revoked=True)))
         return True
-
-
-def decode_record(raw: bytes | str) -> StoredKey:
-    """A key's record as read from Redis."""
-    record = json.loads(raw)
-    return StoredKey(_from_record(record), record["salt"], record["hash"])
-
-
-def _from_record(record: dict[str, Any]) -> ApiKey:
-    collections = record.get("collections")
-    return ApiKey(
-        key_id=record["id"],
-        name=record["name"],
-        scopes=frozenset(record["scopes"]),
-        collections=None if collections is None else frozenset(collections),
-        rate_limit=record["rate_limit"],
-        daily_token_quota=record.get("daily_token_quota"),
-        created_at=record.get("created_at", 0.0),
-        revoked=bool(record.get("revoked", False)),
-    )

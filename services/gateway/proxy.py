@@ -21,7 +21,6 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import anyio
 import httpx2
@@ -44,6 +43,12 @@ _MAX_CONNECTIONS = 1000
 URL_CACHE_SIZE = 1024
 # A closing stream's cleanup (closing the upstream, counting its tokens) may take this long.
 _CLEANUP_S = 5.0
+# The gateway's own error for an upstream failure, by the status it answers with.
+_FAILURES = {
+    502: ("bad_gateway", "failed"),
+    503: ("upstream_unavailable", "is unavailable"),
+    504: ("upstream_timeout", "did not answer in time"),
+}
 
 EventTap = Callable[[httpx2.ServerSentEvent], None]
 
@@ -64,14 +69,10 @@ class Reply:
             return None
 
     def to_response(
-        self,
-        *,
-        content: bytes | None = None,
-        on_event: EventTap | None = None,
-        on_end: Callable[[], Awaitable[None]] | None = None,
+        self, *, on_event: EventTap | None = None, on_end: Callable[[], Awaitable[None]] | None = None
     ) -> Response:
         if self.stream is None:
-            return Response(self.content if content is None else content, self.status, self.headers)
+            return Response(self.content, self.status, self.headers)
         headers = {k: v for k, v in self.headers.items() if k != "content-type"}
         return sse_starlette.EventSourceResponse(
             _relay(self.stream, on_event, on_end), self.status, headers=headers
@@ -104,41 +105,25 @@ async def _relay(
 
 
 class Upstream:
-    """One upstream service; its client lives from ``__aenter__`` (the app's lifespan) to exit."""
+    """One upstream service. Its client opens on first use; the app's lifespan closes it."""
 
     def __init__(self, name: str, base_url: str, *, read_timeout_s: float, deadline_s: float) -> None:
         self.name = name
         self._base_url = base_url
-        self._read_timeout_s = read_timeout_s
         self._deadline_s = deadline_s
-        self._client: httpx2.AsyncClient | None = None
-
-    async def __aenter__(self) -> Upstream:
-        self._client = httpx2.AsyncClient(
-            base_url=self._base_url,
-            timeout=httpx2.Timeout(self._read_timeout_s, connect=_CONNECT_TIMEOUT_S),
+        self.client = httpx2.AsyncClient(
+            base_url=base_url,
+            timeout=httpx2.Timeout(read_timeout_s, connect=_CONNECT_TIMEOUT_S),
             limits=httpx2.Limits(
                 max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS
             ),
             trust_env=False,  # never route internal calls through an environment's proxy
         )
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.client.aclose()
 
     @functools.lru_cache(maxsize=URL_CACHE_SIZE)  # noqa: B019  (one Upstream per service, for the app's life)
     def _url(self, path: str) -> httpx2.URL:
         # An absolute URL, parsed once: the client would parse and join the path on every request.
         return httpx2.URL(self._base_url.rstrip("/") + path)
-
-    @property
-    def client(self) -> httpx2.AsyncClient:
-        if self._client is None:
-            raise RuntimeError(f"the {self.name} client is opened by the app's lifespan")
-        return self._client
 
     async def send(
         self,
@@ -146,15 +131,16 @@ class Upstream:
         path: str,
         *,
         body: bytes | None = None,
-        content_type: str | None = None,
-        params: str | None = None,
+        params: str = "",
         headers: dict[str, str] | None = None,
     ) -> Reply:
-        headers = {**_context_headers(), **(headers or {})}
-        if content_type:
-            headers["content-type"] = content_type
-        url = self._url(path)
-        request = self.client.build_request(method, url, content=body, headers=headers, params=params or None)
+        request = self.client.build_request(
+            method,
+            self._url(path),
+            content=body,
+            headers={**_context_headers(), **(headers or {})},
+            params=params or None,
+        )
         try:
             async with asyncio.timeout(self._deadline_s):
                 upstream = await self.client.send(request, stream=True)
@@ -168,15 +154,19 @@ class Upstream:
                 finally:
                     await upstream.aclose()
         except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
-            raise APIError(503, "upstream_unavailable", f"{self.name} is unavailable") from exc
+            raise self._failed(503) from exc
         except (TimeoutError, httpx2.TimeoutException) as exc:
-            raise APIError(504, "upstream_timeout", f"{self.name} did not answer in time") from exc
+            raise self._failed(504) from exc
         except httpx2.HTTPError as exc:
-            raise APIError(502, "bad_gateway", f"{self.name} failed") from exc
+            raise self._failed(502) from exc
         reply = Reply(upstream.status_code, out_headers, content)
         if reply.status >= 500:
             raise self._upstream_error(reply)
         return reply
+
+    def _failed(self, status: int, cause: str = "", headers: dict[str, str] | None = None) -> APIError:
+        code, what = _FAILURES[status]
+        return APIError(status, code, f"{self.name} {what}{cause}", headers)
 
     def _upstream_error(self, reply: Reply) -> APIError:
         """The upstream's 5xx in the gateway's words; only its error code is kept."""
@@ -184,12 +174,9 @@ class Upstream:
         error = payload.get("error") if isinstance(payload, dict) else None
         code = error.get("code") if isinstance(error, dict) else None
         cause = f" ({code})" if isinstance(code, str) and _ERROR_CODE_RE.match(code) else ""
-        retry = {"retry-after": reply.headers["retry-after"]} if "retry-after" in reply.headers else {}
-        if reply.status == 503:
-            return APIError(503, "upstream_unavailable", f"{self.name} is unavailable{cause}", retry)
-        if reply.status == 504:
-            return APIError(504, "upstream_timeout", f"{self.name} did not answer in time{cause}")
-        return APIError(502, "bad_gateway", f"{self.name} failed{cause}")
+        if reply.status == 503 and "retry-after" in reply.headers:
+            return self._failed(503, cause, {"retry-after": reply.headers["retry-after"]})
+        return self._failed(reply.status if reply.status in _FAILURES else 502, cause)
 
     async def ready(self) -> None:
         response = await self.client.get("/health/ready", headers=_context_headers())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from services.gateway.store_breaker import StoreBreaker, StoreUnavailable
 _log = get_logger(__name__)
 # A day's counter outlives its day a little, so a late write never resets it.
 _COUNTER_TTL_S = 2 * 86_400
+QUOTA_OFF = "token_quota_off"
 
 
 def counter_key(key_id: str, now: float) -> str:
@@ -36,7 +38,7 @@ class TokenQuota:
         return int(raw or 0)
 
     async def add(self, key_id: str, tokens: int, now: float | None = None) -> int:
-        """Adds what an answer spent; returns the day's total."""
+        """Adds ``tokens`` to the count of the day of ``now`` (default: today); returns its total."""
         name = counter_key(key_id, time.time() if now is None else now)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.incrby(name, tokens)
@@ -71,16 +73,14 @@ class Metering:
         """Holds this query's reservation; 429 when the key's day has no tokens left."""
         now = time.time()
         limit = key.daily_token_quota
-        if limit is None or "token_quota_off" in degraded:
-            return Reservation(self, key, now, held=0, left=None)
+        if limit is None:
+            return Reservation(self, key, now)
         held = self._reservation
-        try:
-            total = await self._breaker.run(lambda: self._quota.add(key.key_id, held, now))
-        except StoreUnavailable:
-            if not self._breaker.fail_open:
-                raise
-            degraded.append("token_quota_off")
-            return Reservation(self, key, now, held=0, left=None)
+        total = await self._breaker.run_unless_off(
+            lambda: self._quota.add(key.key_id, held, now), degraded, QUOTA_OFF
+        )
+        if total is None:
+            return Reservation(self, key, now)
         used = total - held
         if used >= limit:
             await self.adjust(key, -held, now)  # a refused query spends nothing
@@ -107,20 +107,19 @@ class Metering:
             _log.warning("token_usage_not_recorded", key_id=key.key_id, tokens=tokens)
 
 
+@dataclass
 class Reservation:
     """The tokens one query holds; ``left`` is what the key had before it (None: no quota)."""
 
-    def __init__(self, metering: Metering, key: ApiKey, at: float, *, held: int, left: int | None) -> None:
-        self._metering = metering
-        self._key = key
-        self._at = at  # settled on the day it was taken, even past midnight
-        self.held = held
-        self.left = left
-        self._settled = False
+    metering: Metering
+    key: ApiKey
+    at: float  # settled on the day it was taken, even past midnight
+    held: int = 0
+    left: int | None = None
+    settled: bool = False
 
     async def settle(self, spent: int) -> None:
         """Counts what the answer spent instead of the reservation (once)."""
-        if self._settled:
-            return
-        self._settled = True
-        await self._metering.adjust(self._key, max(0, spent) - self.held, self._at)
+        if not self.settled:
+            self.settled = True
+            await self.metering.adjust(self.key, max(0, spent) - self.held, self.at)

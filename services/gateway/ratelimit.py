@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from services.common.errors import APIError
 from services.gateway.auth import admit, current_rate_limit
 from services.gateway.keys import ApiKey
-from services.gateway.store_breaker import StoreBreaker, StoreUnavailable
+from services.gateway.store_breaker import StoreBreaker
 
 # One limit per key across every route: the scope names the shared window.
 SHARED_SCOPE = "key"
@@ -69,17 +69,13 @@ class RateLimits:
 
     async def count(self, request: Request, response: Response) -> None:
         """Counts the request in its key's window; the headers go into ``response``, 429 past it."""
-        degraded: list[str] = request.state.degraded
-        if RATE_LIMIT_OFF in degraded:  # admitted without Redis: no window to count in
-            return
         # slowapi reads this after a storage error; None means "no headers".
         request.state.view_rate_limit = None
-        try:
-            await self._breaker.run(lambda: run_in_threadpool(self._check_in_thread, request, response))
-        except StoreUnavailable:
-            if not self._breaker.fail_open:
-                raise
-            degraded.append(RATE_LIMIT_OFF)
+        await self._breaker.run_unless_off(
+            lambda: run_in_threadpool(self._check_in_thread, request, response),
+            request.state.degraded,
+            RATE_LIMIT_OFF,
+        )
 
     def _check_in_thread(self, request: Request, response: Response) -> None:
         try:

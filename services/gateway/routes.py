@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -59,15 +60,26 @@ async def _json_object(request: Request) -> tuple[bytes, dict[str, Any]]:
     return body, payload
 
 
-def _collection_of(payload: dict[str, Any]) -> str:
-    # rag's default collection; a non-string is left for the upstream's validation to refuse.
-    value = payload.get("collection", "docs")
-    return value if isinstance(value, str) else "docs"
+async def _question(request: Request, key: ApiKey) -> tuple[bytes, dict[str, Any]]:
+    """A query's or search's body, once the key may use its collection."""
+    body, payload = await _json_object(request)
+    # rag's default collection; a non-string is left for rag's validation to refuse.
+    collection = payload.get("collection", "docs")
+    check_collection(key, collection if isinstance(collection, str) else "docs")
+    return body, payload
 
 
 async def _relay(request: Request, call: Coroutine[Any, Any, Reply]) -> Reply:
     """The upstream ``call`` awaited; cancelled if the client leaves first."""
     return await cancel_when(lambda: disconnected(request), call, watch_after_s=_WATCH_AFTER_S)
+
+
+async def _ask_rag(request: Request, key: ApiKey, method: str, path: str, body: bytes | None = None) -> Reply:
+    headers = {KEY_ID_HEADER: key.key_id}
+    if body is not None:
+        headers["content-type"] = _JSON
+    rag: Upstream = request.app.state.rag
+    return await _relay(request, rag.send(method, path, body=body, headers=headers))
 
 
 def _finish(
@@ -85,16 +97,16 @@ def _finish(
     return response
 
 
-def _visible_collections(reply: Reply, key: ApiKey) -> bytes | None:
-    """A collection list cut down to what the key may use (None: leave the body as is)."""
+def _visible_collections(reply: Reply, key: ApiKey) -> Reply:
+    """A collection list cut down to what the key may use (any other reply as it is)."""
     payload = reply.json()
     if key.collections is None or reply.status != 200 or not isinstance(payload, dict):
-        return None
+        return reply
     items = payload.get("collections")
     if not isinstance(items, list):
-        return None
+        return reply
     payload["collections"] = [c for c in items if isinstance(c, dict) and key.may_use(str(c.get("name")))]
-    return json.dumps(payload).encode()
+    return replace(reply, content=json.dumps(payload).encode())
 
 
 def _job_filters(request: Request, key: ApiKey) -> str:
@@ -126,18 +138,13 @@ def build_router() -> APIRouter:
         responses={200: {"content": {_JSON: {}, **EVENT_STREAM}}},
     )
     async def query(request: Request, limits: Response, key: ApiKey = Depends(limited("query"))) -> Response:
-        body, payload = await _json_object(request)
-        check_collection(key, _collection_of(payload))
+        body, payload = await _question(request, key)
         if payload.get("variant") is not None and "admin" not in key.scopes:
             raise APIError(403, "variant_pin_forbidden", "only an admin key may pin an answer variant")
         metering: Metering = request.app.state.metering
         reservation = await metering.reserve(key, request.state.degraded)
-        rag: Upstream = request.app.state.rag
         try:
-            sent = rag.send(
-                "POST", "/v1/query", body=body, content_type=_JSON, headers={KEY_ID_HEADER: key.key_id}
-            )
-            reply = await _relay(request, sent)
+            reply = await _ask_rag(request, key, "POST", "/v1/query", body)
         except APIError:
             await reservation.settle(0)  # the gateway's own error answer: no answer reached the client
             raise
@@ -150,8 +157,9 @@ def build_router() -> APIRouter:
             if done.tokens is not None:  # cut short: the reservation stands
                 await reservation.settle(done.tokens)
 
-        response = reply.to_response(on_event=done.feed, on_end=settle)
-        return _finish(response, request, limits, reservation.left)
+        return _finish(
+            reply.to_response(on_event=done.feed, on_end=settle), request, limits, reservation.left
+        )
 
     @router.post(
         "/v1/search",
@@ -160,10 +168,8 @@ def build_router() -> APIRouter:
         openapi_extra=scoped("query") | json_body(SEARCH_BODY),
     )
     async def search(request: Request, limits: Response, key: ApiKey = Depends(limited("query"))) -> Response:
-        body, payload = await _json_object(request)
-        check_collection(key, _collection_of(payload))
-        rag: Upstream = request.app.state.rag
-        reply = await _relay(request, rag.send("POST", "/v1/search", body=body, content_type=_JSON))
+        body, _ = await _question(request, key)
+        reply = await _ask_rag(request, key, "POST", "/v1/search", body)
         return _finish(reply.to_response(), request, limits)
 
     @router.post(
@@ -178,11 +184,7 @@ def build_router() -> APIRouter:
         request: Request, limits: Response, key: ApiKey = Depends(limited("query"))
     ) -> Response:
         body, _ = await _json_object(request)
-        rag: Upstream = request.app.state.rag
-        sent = rag.send(
-            "POST", "/v1/feedback", body=body, content_type=_JSON, headers={KEY_ID_HEADER: key.key_id}
-        )
-        reply = await _relay(request, sent)
+        reply = await _ask_rag(request, key, "POST", "/v1/feedback", body)
         return _finish(reply.to_response(), request, limits)
 
     @router.get(
@@ -195,8 +197,7 @@ def build_router() -> APIRouter:
     async def variants(
         request: Request, limits: Response, key: ApiKey = Depends(limited("admin"))
     ) -> Response:
-        rag: Upstream = request.app.state.rag
-        reply = await _relay(request, rag.send("GET", "/v1/variants"))
+        reply = await _ask_rag(request, key, "GET", "/v1/variants")
         return _finish(reply.to_response(), request, limits)
 
     def forward_to_ingest(route_path: str) -> Callable[..., Coroutine[Any, Any, Response]]:
@@ -213,20 +214,20 @@ def build_router() -> APIRouter:
                 collection = str(payload.get("name", ""))
             if collection is not None:
                 check_collection(key, collection)
-            params = _job_filters(request, key) if lists_jobs else request.url.query
+            content_type = request.headers.get("content-type")
             upstream: Upstream = request.app.state.ingest
             sent = upstream.send(
                 request.method,
                 upstream_path(formatted, request.path_params),
                 body=body or None,
-                content_type=request.headers.get("content-type"),
-                params=params,
+                params=_job_filters(request, key) if lists_jobs else request.url.query,
+                headers={"content-type": content_type} if content_type else None,
             )
             reply = await _relay(request, sent)
             if "job_id" in request.path_params and reply.status == 200:
                 job = reply.json()
                 check_collection(key, str(job.get("collection")) if isinstance(job, dict) else "")
-            return _finish(reply.to_response(content=_visible_collections(reply, key)), request, limits)
+            return _finish(_visible_collections(reply, key).to_response(), request, limits)
 
         return ingest
 
@@ -278,11 +279,7 @@ def build_router() -> APIRouter:
             )
         store: KeyStore = request.app.state.key_store
         secret, key = await store.create(
-            body.name,
-            set(body.scopes),
-            None if body.collections is None else set(body.collections),
-            body.rate_limit,
-            body.daily_token_quota,
+            body.name, set(body.scopes), collections, body.rate_limit, body.daily_token_quota
         )
         return KeyCreated(key=secret, **key.public())
 

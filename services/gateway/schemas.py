@@ -6,12 +6,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from services.gateway.keys import RATE_LIMIT_PATTERN
+
 
 class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     scopes: list[Literal["query", "ingest", "admin", "ops"]] = Field(min_length=1)
     collections: list[str] | None = None
-    rate_limit: str = Field(default="60/minute", pattern=r"^\d{1,7}\s*/\s*(second|minute|hour|day)$")
+    rate_limit: str = Field(default="60/minute", pattern=RATE_LIMIT_PATTERN)
     daily_token_quota: int | None = Field(default=None, ge=1)
 
 

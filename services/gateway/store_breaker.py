@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from fastapi.responses import JSONResponse
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 from redis.exceptions import RedisError
 
-from services.common.errors import error_response
 from services.common.logs import get_logger
 
 T = TypeVar("T")
@@ -52,17 +50,22 @@ class StoreBreaker:
             _log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}"[:300])
             raise StoreUnavailable from exc
 
+    async def run_unless_off(
+        self, operation: Callable[[], Awaitable[T]], degraded: list[str], off: str
+    ) -> T | None:
+        """``operation``'s result; None once the request goes without it (``off`` in ``degraded``),
+        as it does when Redis fails under the fail-open policy."""
+        if off in degraded:
+            return None
+        try:
+            return await self.run(operation)
+        except StoreUnavailable:
+            if not self.fail_open:
+                raise
+            degraded.append(off)
+            return None
+
 
 def _log_recovery(name: str, kind: str, event: Any) -> None:
     if kind == "state_changed" and event.state == "closed":
         _log.info("redis_recovered")
-
-
-def store_down_response() -> JSONResponse:
-    """The 503 for Redis being unavailable."""
-    return error_response(
-        503,
-        "auth_unavailable",
-        "key and rate-limit store is unavailable; retry shortly",
-        {"retry-after": "1"},
-    )

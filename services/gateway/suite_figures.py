@@ -78,12 +78,9 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
     ``+Inf`` bucket gives the highest finite bound (as PromQL does). None with no observations.
     """
     ordered = sorted(buckets)
-    if not ordered or not 0.0 <= q <= 1.0:
+    if not ordered or ordered[-1][1] <= 0:
         return None
-    total = ordered[-1][1]
-    if total <= 0:
-        return None
-    rank = q * total
+    rank = q * ordered[-1][1]
     lower_bound, lower_count = 0.0, 0.0
     for bound, count in ordered:
         if count >= rank and count > lower_count:
@@ -100,23 +97,24 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 
 def figures(current: Snapshot, previous: Snapshot | None) -> dict[str, Any]:
     """The figures one service shows: since ``previous`` where there is one, totals otherwise."""
-    window = None if previous is None else current.at - previous.at
-    # A restarted service starts its counters again: its old baseline measures nothing.
-    usable = previous is not None and window is not None and window >= MIN_WINDOW_S
-    usable = usable and previous is not None and current.requests >= previous.requests
+    window: float | None = None
+    rate: float | None = None
     buckets = current.buckets
-    if usable and previous is not None:
+    # A restarted service starts its counters again: its old baseline measures nothing.
+    if (
+        previous is not None
+        and current.at - previous.at >= MIN_WINDOW_S
+        and current.requests >= previous.requests
+    ):
+        window = current.at - previous.at
+        rate = (current.requests - previous.requests) / window
         delta = {b: c - previous.buckets.get(b, 0.0) for b, c in current.buckets.items()}
         if max(delta.values(), default=0.0) > 0:  # no request in the window: keep the totals
             buckets = delta
     out: dict[str, Any] = {
         "requests_total": int(current.requests),
-        "requests_per_s": (
-            _round((current.requests - previous.requests) / window)
-            if usable and previous is not None and window
-            else None
-        ),
-        "window_s": _round(window, 2) if usable else None,
+        "requests_per_s": _round(rate),
+        "window_s": _round(window, 2),
         "latency_p50_s": _round(histogram_quantile(0.5, buckets.items()), 6),
         "latency_p99_s": _round(histogram_quantile(0.99, buckets.items()), 6),
         "latency_over": "window" if buckets is not current.buckets else "lifetime",
@@ -145,7 +143,7 @@ class FigureKeeper:
         if (
             previous is None
             or current.at - previous.at >= BASELINE_MAX_AGE_S
-            or (current.requests < previous.requests)
+            or current.requests < previous.requests
         ):
             self._baselines[service] = current
         return figures(current, previous)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
 from typing import Any
 
 import httpx2
@@ -18,23 +17,16 @@ PROBE_TIMEOUT_S = 2.0
 
 
 class StatusBoard:
-    """Probes each named service's readiness; the gateway's own comes from ``own_ready``."""
+    """Probes each named service's readiness; the gateway's own comes from ``own_ready``.
+
+    Its client opens on first use; the app's lifespan closes it.
+    """
 
     def __init__(self, services: Mapping[str, str], own_ready: Callable[[], Awaitable[None]]) -> None:
         self._services = {name: url.rstrip("/") for name, url in services.items() if url}
         self._own_ready = own_ready
-        self._client: httpx2.AsyncClient | None = None
+        self.client = httpx2.AsyncClient(timeout=PROBE_TIMEOUT_S, trust_env=False)
         self._figures = FigureKeeper()
-
-    async def __aenter__(self) -> StatusBoard:
-        self._client = httpx2.AsyncClient(timeout=PROBE_TIMEOUT_S, trust_env=False)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._client is not None:
-            await self._client.aclose()
 
     def _read_figures(self, service: str, text: str) -> dict[str, Any]:
         try:
@@ -53,10 +45,8 @@ class StatusBoard:
         return {"status": "ready", "checks": {"redis": "ok"}, "figures": figures}
 
     async def _scrape(self, name: str, url: str) -> dict[str, Any]:
-        if self._client is None:
-            raise RuntimeError("the status client is opened by the app's lifespan")
         try:
-            response = await self._client.get(f"{url}/metrics")
+            response = await self.client.get(f"{url}/metrics")
         except httpx2.HTTPError as exc:
             return {"error": type(exc).__name__}
         if response.status_code != 200:
@@ -68,10 +58,8 @@ class StatusBoard:
         return {**ready, "figures": figures}
 
     async def _ready(self, url: str) -> dict[str, Any]:
-        if self._client is None:
-            raise RuntimeError("the status client is opened by the app's lifespan")
         try:
-            response = await self._client.get(f"{url}/health/ready")
+            response = await self.client.get(f"{url}/health/ready")
         except httpx2.HTTPError as exc:
             return {"status": "unreachable", "checks": {}, "error": type(exc).__name__}
         try:

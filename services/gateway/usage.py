@@ -5,25 +5,20 @@ Cached answers spent no model tokens, so they count as zero against a quota.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from httpx2 import ServerSentEvent
 
 
-def tokens_spent(answer: Any) -> int:
+def tokens_in_body(body: bytes | str) -> int:
+    try:
+        answer = orjson.loads(body)  # every answer is read: orjson's speed counts
+    except orjson.JSONDecodeError:
+        return 0
     if not isinstance(answer, dict) or answer.get("cached") is True:
         return 0
     usage = answer.get("usage")
     total = usage.get("total_tokens") if isinstance(usage, dict) else None
     return total if isinstance(total, int) and total > 0 else 0
-
-
-def tokens_in_body(body: bytes | str) -> int:
-    try:
-        return tokens_spent(orjson.loads(body))  # every answer is read: orjson's speed counts
-    except orjson.JSONDecodeError:
-        return 0
 
 
 class DoneEvents:
