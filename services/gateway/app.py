@@ -112,6 +112,8 @@ def create_app(settings: GatewaySettings | None = None, console: ConsoleSettings
                 "x-ratelimit-limit",
                 "x-ratelimit-remaining",
                 "x-ratelimit-reset",
+                "x-tokenquota-limit",
+                "x-tokenquota-remaining",
                 "x-quarry-degraded",
             ],
         )

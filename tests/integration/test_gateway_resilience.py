@@ -422,7 +422,9 @@ async def test_a_known_keys_requests_carry_ids_and_cors_headers(rig: Rig) -> Non
     for i, answer in enumerate(answers):
         assert answer.headers["x-request-id"] == f"cors-{i}"
         assert answer.headers["access-control-allow-origin"] == ORIGIN
-        assert "x-ratelimit-remaining" in answer.headers["access-control-expose-headers"].lower()
+        exposed = answer.headers["access-control-expose-headers"].lower()
+        # A browser app reads its key's request and token budgets only from exposed headers.
+        assert "x-ratelimit-remaining" in exposed and "x-tokenquota-remaining" in exposed
         _, answered_trace, span, _ = answer.headers["traceparent"].split("-")
         assert answered_trace == trace_id and span != "b7ad6b7169203331"  # our span, the caller's trace
     stats = await _stats(rig)
