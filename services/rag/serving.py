@@ -293,21 +293,18 @@ class QueryService:
         if query.cached is not None:
             return query
 
-        mark = time.perf_counter()
-        query.vector = await self.retrieval.embed(request.question)
-        query.timings["embed"] = _ms(mark)
-
-        mark = time.perf_counter()
         top_k = request.top_k or self.settings.default_top_k
-        hits = await self.retrieval.retrieve(
+        vector, hits = await self.retrieval.embed_and_retrieve(
             request.collection,
-            query.vector,
+            request.question,
             max(top_k, self.settings.rerank_depth) if self.reranker else top_k,
-            query=request.question,
+            timings=query.timings,
             filter_expr=filter_expression(request.filters),
             config=self.retrieval_config,
+            vector_needed=True,
         )
-        query.timings["retrieve"] = _ms(mark)
+        assert vector is not None
+        query.vector = vector
         if self.reranker is not None:
             mark = time.perf_counter()
             hits = (await self.reranker.rerank(request.question, hits))[:top_k]

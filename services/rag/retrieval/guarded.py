@@ -8,6 +8,10 @@ embedder or Milvus is down.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable
+
 from purgatory import AsyncCircuitBreakerFactory
 
 from services.common.embeddings_client import EmbeddingsClient, EmbeddingsUnavailable
@@ -25,6 +29,7 @@ from services.rag.retrieval.retriever import (
     RetrievalConfig,
     RetrievalUnavailable,
     Retriever,
+    settle,
 )
 
 _log = get_logger(__name__)
@@ -66,10 +71,43 @@ class GuardedRetrieval:
         except DependencyUnavailable as exc:
             raise self._unavailable(exc, "embedder_unavailable", "the embedding service") from exc
 
+    async def embed_and_retrieve(
+        self,
+        collection: str,
+        text: str,
+        top_k: int,
+        *,
+        timings: dict[str, float],
+        mode: Mode | None = None,
+        filter_expr: str = "",
+        config: RetrievalConfig | None = None,
+        vector_needed: bool = False,
+    ) -> tuple[list[float] | None, list[Hit]]:
+        """The text's vector and its hits. The vector is None for BM25 alone unless
+        ``vector_needed`` (an answer's checks use the question's vector). The embedding is not
+        awaited before the search starts: a hybrid search's BM25 leg runs beside it.
+        ``timings`` gets ``embed`` and ``retrieve``, the search's time beyond the embedding, so
+        the two add up to the time taken."""
+        started = time.perf_counter()
+        mode = mode or (config or self.retriever.config).mode
+        embedding: asyncio.Task[list[float]] | None = None
+        if mode != "bm25" or vector_needed:
+            embedding = asyncio.create_task(self.embed(text))
+            embedding.add_done_callback(lambda _: timings.update(embed=_ms(started)))
+        try:
+            hits = await self.retrieve(
+                collection, embedding, top_k, query=text, mode=mode, filter_expr=filter_expr, config=config
+            )
+        finally:
+            if embedding is not None:
+                settle(embedding)
+        timings["retrieve"] = round(_ms(started) - timings.get("embed", 0.0), 3)
+        return (embedding.result() if embedding is not None else None), hits
+
     async def retrieve(
         self,
         collection: str,
-        vector: list[float] | None,
+        vector: list[float] | Awaitable[list[float]] | None,
         top_k: int,
         *,
         query: str,
@@ -110,3 +148,7 @@ class GuardedRetrieval:
         return APIError(
             503, code, f"{what} is unavailable; retry shortly", headers={"retry-after": self._retry_after}
         )
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -97,7 +98,7 @@ class Retriever:
     async def search(
         self,
         collection: str,
-        vector: list[float] | None,
+        vector: list[float] | Awaitable[list[float]] | None,
         top_k: int,
         *,
         query: str | None = None,
@@ -109,7 +110,9 @@ class Retriever:
         (a variant's mode and fusion) to the retriever's own.
 
         ``filter_expr`` must come from :func:`services.rag.retrieval.filters.compile_filters`.
-        Without query text only dense search is possible, so that is what runs.
+        Without query text only dense search is possible, so that is what runs. ``vector`` may
+        still be on its way (a future, as a retry awaits it again): a hybrid search then runs
+        its BM25 leg while the query is being embedded, since that leg needs only the text.
         """
         config = config or self.config
         mode = mode or config.mode
@@ -119,17 +122,19 @@ class Retriever:
             raise ValueError(f"{mode} search needs a query vector")
         lexical = await self._check_exists(collection)
         if mode == "dense":
-            return await self._ranked(collection, vs.DENSE, vector, top_k, filter_expr)
+            return await self._ranked(collection, vs.DENSE, await _ready(vector), top_k, filter_expr)
         assert query is not None
         # A lexical field holds normalised terms, so the query is put through the same steps.
         terms = lexical_query(query) if lexical else query
         if mode == "bm25":
             return await self._ranked(collection, vs.SPARSE, terms, top_k, filter_expr)
         depth = max(top_k, config.hybrid_depth)
-        dense, bm25 = await asyncio.gather(
-            self._ranked(collection, vs.DENSE, vector, depth, filter_expr),
-            self._ranked(collection, vs.SPARSE, terms, depth, filter_expr),
-        )
+        lexical_leg = asyncio.ensure_future(self._ranked(collection, vs.SPARSE, terms, depth, filter_expr))
+        try:
+            dense = await self._ranked(collection, vs.DENSE, await _ready(vector), depth, filter_expr)
+            bm25 = await lexical_leg
+        finally:
+            settle(lexical_leg)
         cosine = {h.chunk_id: h.dense_score for h in dense}
         matched = {h.chunk_id: h.bm25_score for h in bm25}
         return [
@@ -221,6 +226,22 @@ class Retriever:
 
     def close(self) -> None:
         self._client.close()
+
+
+async def _ready(vector: list[float] | Awaitable[list[float]] | None) -> list[float] | None:
+    return vector if vector is None or isinstance(vector, list) else await vector
+
+
+def settle(task: asyncio.Future[Any]) -> None:
+    """Lets ``task`` finish on its own, a failure it ends in marked as seen: its caller has
+    already failed for another reason. It is not cancelled, since a guard's breaker would
+    count the cancelled call against its dependency."""
+    task.add_done_callback(_seen)
+
+
+def _seen(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _chunk_id(hit: Hit) -> str:

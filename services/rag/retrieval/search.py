@@ -27,24 +27,16 @@ class SearchService:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         mode = request.mode or self.settings.retrieval_mode
-        vector: list[float] | None = None
-        if mode != "bm25":
-            mark = time.perf_counter()
-            vector = await self.retrieval.embed(request.query)
-            timings["embed"] = _ms(mark)
-
         rerank = self.reranker is not None and request.rerank
         depth = max(request.top_k, self.settings.rerank_depth) if rerank else request.top_k
-        mark = time.perf_counter()
-        hits = await self.retrieval.retrieve(
+        _, hits = await self.retrieval.embed_and_retrieve(
             request.collection,
-            vector,
+            request.query,
             depth,
-            query=request.query,
+            timings=timings,
             mode=mode,
             filter_expr=filter_expression(request.filters),
         )
-        timings["retrieve"] = _ms(mark)
 
         if rerank and self.reranker is not None:
             mark = time.perf_counter()
