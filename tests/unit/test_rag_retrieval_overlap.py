@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from services.common import vector_schema as vs
+from services.common.embeddings_client import EmbeddingsClient
+from services.rag.config import RagSettings
+from services.rag.resilience import circuit_breakers
+from services.rag.retrieval.guarded import GuardedRetrieval
 from services.rag.retrieval.retriever import Hit, RetrievalConfig, Retriever
 
 
@@ -60,3 +64,32 @@ async def test_a_failed_embedding_fails_the_search_and_leaves_no_stray_error(
     gc.collect()
     await asyncio.sleep(0)
     assert "never retrieved" not in caplog.text
+
+
+class _SlowEmbeddings:
+    """Answers after the BM25 search is done, as a busy embedder would."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        await asyncio.sleep(0.05)
+        return [[0.5] * 4 for _ in texts]
+
+
+async def test_bm25_alone_still_returns_the_vector_an_answer_needs() -> None:
+    retrieval = GuardedRetrieval(
+        RagSettings(), circuit_breakers(5, 30.0), cast(EmbeddingsClient, _SlowEmbeddings()), _Recorder()
+    )
+    timings: dict[str, float] = {}
+    vector, hits = await retrieval.embed_and_retrieve(
+        "c", "cells divide", 5, timings=timings, mode="bm25", vector_needed=True
+    )
+    assert vector == [0.5] * 4 and [h.chunk_id for h in hits] == ["c1"]
+    assert timings["embed"] >= 50 and timings["retrieve"] >= 0
+
+
+async def test_bm25_alone_embeds_nothing_unless_the_vector_is_needed() -> None:
+    retrieval = GuardedRetrieval(
+        RagSettings(), circuit_breakers(5, 30.0), cast(EmbeddingsClient, _SlowEmbeddings()), _Recorder()
+    )
+    timings: dict[str, float] = {}
+    vector, _ = await retrieval.embed_and_retrieve("c", "cells divide", 5, timings=timings, mode="bm25")
+    assert vector is None and "embed" not in timings

@@ -98,11 +98,13 @@ class GuardedRetrieval:
             hits = await self.retrieve(
                 collection, embedding, top_k, query=text, mode=mode, filter_expr=filter_expr, config=config
             )
+            # BM25 alone never awaits the vector an answer needs, and may finish before it.
+            vector = await embedding if embedding is not None else None
         finally:
             if embedding is not None:
                 settle(embedding)
         timings["retrieve"] = round(_ms(started) - timings.get("embed", 0.0), 3)
-        return (embedding.result() if embedding is not None else None), hits
+        return vector, hits
 
     async def retrieve(
         self,
