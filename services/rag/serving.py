@@ -61,6 +61,7 @@ from services.rag.schemas import (
     Usage,
     filter_expression,
 )
+from services.rag.stage_timing import ms_since
 from services.rag.variants.spec import VariantSpec
 
 _log = get_logger(__name__)
@@ -194,7 +195,7 @@ class QueryService:
     async def _compose(self, query: _Query) -> tuple[Draft, Usage]:
         mark = time.perf_counter()
         if not query.relevant:
-            query.timings["answer"] = _ms(mark)
+            query.timings["answer"] = ms_since(mark)
             return Draft([], "none"), Usage()
         if self.settings.prompt_sentences:  # the prompt is made of the evidence
             evidence = await self.grounding.evidence(query.sources, query.generates)
@@ -211,9 +212,9 @@ class QueryService:
             answerable = self.grounding.answerable(query.asked, evidence)
         if completion is None or not answerable:
             draft = self.grounding.extractive(query.asked, evidence)
-            query.timings["answer"] = _ms(mark)
+            query.timings["answer"] = ms_since(mark)
             return draft, Usage()
-        query.timings["generate"] = _ms(mark)
+        query.timings["generate"] = ms_since(mark)
         mark = time.perf_counter()
         draft = await self.grounding.generated(
             completion.text,
@@ -222,7 +223,7 @@ class QueryService:
             evidence,
             query.unsupported,
         )
-        query.timings["verify"] = _ms(mark)
+        query.timings["verify"] = ms_since(mark)
         return draft, _usage(completion.prompt_tokens, completion.completion_tokens)
 
     async def _generate(self, query: _Query, evidence: Evidence | None) -> Completion | None:
@@ -289,7 +290,7 @@ class QueryService:
             _log.warning("cache_degraded", error=str(exc))
             rag_metrics.CACHE_LOOKUPS.labels("error").inc()
             query.degraded.append("cache")
-        query.timings["cache"] = _ms(mark)
+        query.timings["cache"] = ms_since(mark)
         if query.cached is not None:
             return query
 
@@ -308,7 +309,7 @@ class QueryService:
         if self.reranker is not None:
             mark = time.perf_counter()
             hits = (await self.reranker.rerank(request.question, hits))[:top_k]
-            query.timings["rerank"] = _ms(mark)
+            query.timings["rerank"] = ms_since(mark)
         query.sources = select_sources(hits, self.settings.max_context_tokens)
         best = relevance(query.sources)
         if best is not None:
@@ -401,7 +402,7 @@ class QueryService:
 
     def _finish_timings(self, query: _Query) -> None:
         timings = query.timings
-        timings["total"] = _ms(query.started)
+        timings["total"] = ms_since(query.started)
         outside = sum(timings.get(stage, 0.0) for stage in _WAITING)
         for stage, ms in timings.items():
             rag_metrics.for_variant(rag_metrics.VARIANT_STAGE_SECONDS, self.variant.id, stage).observe(
@@ -541,7 +542,7 @@ class QueryService:
             finally:
                 await stream.aclose()
             usage = _usage(stream.prompt_tokens, stream.completion_tokens)
-            query.timings["generate"] = _ms(mark)
+            query.timings["generate"] = ms_since(mark)
             draft = admission.finish()
         if draft is None:
             assert evidence is not None
@@ -626,7 +627,3 @@ def _citation(n: int, hit: Hit) -> Citation:
         relevance=None if hit.dense_score is None else round(hit.dense_score, 6),
         text=hit.text,
     )
-
-
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 3)

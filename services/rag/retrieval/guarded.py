@@ -31,6 +31,7 @@ from services.rag.retrieval.retriever import (
     Retriever,
     settle,
 )
+from services.rag.stage_timing import ms_since
 
 _log = get_logger(__name__)
 
@@ -93,7 +94,7 @@ class GuardedRetrieval:
         embedding: asyncio.Task[list[float]] | None = None
         if mode != "bm25" or vector_needed:
             embedding = asyncio.create_task(self.embed(text))
-            embedding.add_done_callback(lambda _: timings.update(embed=_ms(started)))
+            embedding.add_done_callback(lambda _: timings.update(embed=ms_since(started)))
         try:
             hits = await self.retrieve(
                 collection, embedding, top_k, query=text, mode=mode, filter_expr=filter_expr, config=config
@@ -103,7 +104,7 @@ class GuardedRetrieval:
         finally:
             if embedding is not None:
                 settle(embedding)
-        timings["retrieve"] = round(_ms(started) - timings.get("embed", 0.0), 3)
+        timings["retrieve"] = round(ms_since(started) - timings.get("embed", 0.0), 3)
         return vector, hits
 
     async def retrieve(
@@ -150,7 +151,3 @@ class GuardedRetrieval:
         return APIError(
             503, code, f"{what} is unavailable; retry shortly", headers={"retry-after": self._retry_after}
         )
-
-
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 3)

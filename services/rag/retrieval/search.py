@@ -10,6 +10,7 @@ from services.rag.retrieval.guarded import GuardedRetrieval
 from services.rag.retrieval.reranker import Reranker
 from services.rag.retrieval.retriever import Hit
 from services.rag.schemas import SearchHit, SearchRequest, SearchResponse, filter_expression
+from services.rag.stage_timing import ms_since
 
 
 class SearchService:
@@ -41,8 +42,8 @@ class SearchService:
         if rerank and self.reranker is not None:
             mark = time.perf_counter()
             hits = (await self.reranker.rerank(request.query, hits))[: request.top_k]
-            timings["rerank"] = _ms(mark)
-        timings["total"] = _ms(started)
+            timings["rerank"] = ms_since(mark)
+        timings["total"] = ms_since(started)
         return SearchResponse(
             hits=[_wire(rank, hit) for rank, hit in enumerate(hits, start=1)],
             mode=mode,
@@ -70,7 +71,3 @@ def _wire(rank: int, hit: Hit) -> SearchHit:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
-
-
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 3)
