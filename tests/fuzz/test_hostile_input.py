@@ -245,13 +245,14 @@ def test_delete_by_traversal_id_removes_only_that_document(
     assert set(TRICKY_IDS) - {"../../etc/passwd"} <= ids
 
 
-def _slow_client(port: int, stop: threading.Event, sent: list[int]) -> None:
-    """Headers promise 64 bytes of body, then one byte every 100 ms until told to stop."""
+def _slow_client(port: int, stop: threading.Event, connected: threading.Semaphore) -> None:
+    """Headers promise 64 bytes of body, one byte at once, then one every 100 ms until told to stop."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(
             b"POST /v1/search HTTP/1.1\r\nhost: x\r\n"
-            b"content-type: application/json\r\ncontent-length: 64\r\n\r\n"
+            b"content-type: application/json\r\ncontent-length: 64\r\n\r\n "
         )
+        connected.release()
         for _ in range(60):  # bounded: at most 6 s of trickle
             if stop.wait(0.1):
                 break
@@ -259,17 +260,18 @@ def _slow_client(port: int, stop: threading.Event, sent: list[int]) -> None:
                 s.sendall(b" ")
             except OSError:  # the server may cut a slow client off: that is allowed
                 break
-            sent[0] += 1
 
 
 def test_slow_clients_do_not_starve_others(suite: Suite, h2: httpx.Client) -> None:
     stop = threading.Event()
-    sent = [0]
+    connected = threading.Semaphore(0)
     port = int(suite.url("rag").rsplit(":", 1)[1])
-    threads = [threading.Thread(target=_slow_client, args=(port, stop, sent)) for _ in range(32)]
+    threads = [threading.Thread(target=_slow_client, args=(port, stop, connected)) for _ in range(32)]
     for t in threads:
         t.start()
     try:
+        # Every slow client holds an open request, half a body sent, before the others ask.
+        assert all(connected.acquire(timeout=10) for _ in threads)
         answers = [
             h2.post(f"{suite.url('rag')}/v1/search", json={"query": "granite", "collection": "missing_c"})
             for _ in range(5)
@@ -278,5 +280,4 @@ def test_slow_clients_do_not_starve_others(suite: Suite, h2: httpx.Client) -> No
         stop.set()
         for t in threads:
             t.join(10)
-    assert sent[0] > 0  # the slow clients really were connected and trickling meanwhile
     assert [a.status_code for a in answers] == [404] * 5, [a.text for a in answers]
