@@ -1,14 +1,13 @@
 """Embedder throughput: the bare model vs the service with and without dynamic batching.
 
     .venv/bin/python -m bench.embedder --seconds 12 --rounds 3
-    .venv/bin/python -m bench.embedder --precision-only --seconds 8 --rounds 3
+    .venv/bin/python -m bench.embedder --formats-only --seconds 8 --rounds 3
 
 (a) the bare model, ``encode`` on one big batch (the limit); (b) the service under
 ``--clients`` concurrent clients each sending one text at a time; (c) the same
-service with batching off (one request, one forward pass). Also the backends
-side by side offline, to pick the CPU default, and the torch backend in fp32 and
-bf16 (texts/s per round, and the least cosine between their vectors of the same
-texts). All in one run, so the ratios compare like with like on a shared machine.
+service with batching off (one request, one forward pass). First the CPU formats side by
+side (torch fp32, torch bf16, ONNX fp32), which pick the CPU default. All in one run, so the
+ratios compare like with like on a shared machine.
 """
 
 from __future__ import annotations
@@ -29,7 +28,8 @@ from bench.rounds import in_turn
 from services.cli.suite import start_service
 from services.common.http_client import create_http2_client
 from services.embedder.config import EmbedderSettings
-from services.embedder.model import load_model
+from services.embedder.model import auto_backend, load_model
+from services.embedder.precision import cpu_has_bf16
 
 _CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
 
@@ -104,26 +104,39 @@ def _served(name: str, env: dict[str, str], texts: list[str], args: argparse.Nam
     return _Result(name, rate, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))
 
 
-def _precisions(texts: list[str], batch: int, args: argparse.Namespace) -> None:
-    """torch fp32 against bf16, alternated each round; and how far bf16 moves the vectors."""
+def _formats(texts: list[str], args: argparse.Namespace) -> None:
+    """The CPU formats side by side, alternated each round: torch fp32, torch bf16 where the CPU
+    has it, ONNX Runtime fp32 where installed. Texts/s one text per pass (a query) and
+    ``--batch`` per pass (ingest), and each format's least cosine to torch fp32."""
+    formats = {"torch fp32": ("torch", "fp32")}
+    if cpu_has_bf16():
+        formats["torch bf16"] = ("torch", "bf16")
+    if importlib.util.find_spec("onnxruntime") is not None:
+        formats["onnx fp32"] = ("onnx", "auto")
     vectors = {}
-    for precision in ("fp32", "bf16"):
-        model = load_model(EmbedderSettings(backend="torch", precision=precision))  # type: ignore[arg-type]
-        vectors[precision] = np.concatenate(
-            [model.encode(texts[i : i + batch]) for i in range(0, len(texts), batch)]
+    for name, (backend, precision) in formats.items():
+        model = load_model(EmbedderSettings(backend=backend, precision=precision))  # type: ignore[arg-type]
+        vectors[name] = np.concatenate(
+            [model.encode(texts[i : i + args.batch]) for i in range(0, len(texts), args.batch)]
         )
         del model
-    cosine = float(np.sum(vectors["fp32"] * vectors["bf16"], axis=1).min())
-    print(f"\ntorch, {args.words}-word texts, batch {batch}, texts/s; least cosine bf16/fp32 {cosine:.6f}")
-    print("| round | fp32 | bf16 | bf16/fp32 |\n|---|---:|---:|---:|")
-    totals = {"fp32": 0.0, "bf16": 0.0}
+    reference = vectors["torch fp32"]
+    print(f"\n{args.words}-word texts, texts/s; the default here: {auto_backend('cpu', 'auto')}")
+    print("| round | format | batch 1 | batch " + str(args.batch) + " | least cosine to torch fp32 |")
+    print("|---|---|---:|---:|---:|")
+    totals = {name: [0.0, 0.0] for name in formats}
     for round_ in range(args.rounds):
-        rates = {p: _offline("torch", texts, batch, args.seconds, p) for p in in_turn(totals, round_)}
-        for precision, rate in rates.items():
-            totals[precision] += rate
-        ratio = rates["bf16"] / rates["fp32"]
-        print(f"| {round_ + 1} | {rates['fp32']:.1f} | {rates['bf16']:.1f} | {ratio:.2f}x |", flush=True)
-    print(f"| all | | | {totals['bf16'] / totals['fp32']:.2f}x |")
+        for name in in_turn(totals, round_):
+            backend, precision = formats[name]
+            one = _offline(backend, texts, 1, args.seconds / 2, precision)
+            many = _offline(backend, texts, args.batch, args.seconds / 2, precision)
+            totals[name][0] += one
+            totals[name][1] += many
+            cosine = float(np.sum(reference * vectors[name], axis=1).min())
+            print(f"| {round_ + 1} | {name} | {one:.1f} | {many:.1f} | {cosine:.6f} |", flush=True)
+    base = totals["torch fp32"]
+    for name, (one, many) in totals.items():
+        print(f"| all | {name} / torch fp32 | {one / base[0]:.2f}x | {many / base[1]:.2f}x | |")
 
 
 def _fmt(value: float | None) -> str:
@@ -137,25 +150,16 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=2, help="(a), (b), (c) alternated this many times")
     parser.add_argument("--backend", default="", help="backend of (a)-(c); default: the service's")
-    parser.add_argument("--backends", default="torch,onnx,onnx-int8", help="offline comparison")
-    parser.add_argument("--precision-only", action="store_true", help="only torch fp32 against bf16")
+    parser.add_argument("--formats-only", action="store_true", help="only the formats side by side")
     args = parser.parse_args()
     texts = _texts(512, args.words)
     settings = EmbedderSettings()
     backend = args.backend or settings.backend
     batch = settings.max_batch_size
-    _precisions(texts, batch, args)
-    if args.precision_only:
+    args.batch = batch
+    _formats(texts, args)
+    if args.formats_only:
         return
-
-    print(f"offline, {args.words}-word texts, texts/s (batch 1 / batch {batch}):")
-    for name in args.backends.split(","):
-        if name.startswith("onnx") and importlib.util.find_spec("onnxruntime") is None:
-            print(f"  {name:10s} not installed (pip install -e '.[onnx]')", flush=True)
-            continue
-        one = _offline(name, texts, 1, args.seconds / 4)
-        many = _offline(name, texts, batch, args.seconds / 4)
-        print(f"  {name:10s} {one:8.1f} {many:8.1f}", flush=True)
 
     env = {"QUARRY_EMBEDDER_BACKEND": backend}
     print(f"\nbackend {backend}, {args.clients} clients x 1 text, {args.seconds:.0f} s each")

@@ -22,8 +22,8 @@ class EmbedderSettings(ServiceSettings):
     backend: Backend = Field(
         "auto",
         description=(
-            "torch, onnx (CPU fp32), onnx-int8 (CPU, approximate) or auto:"
-            " torch on CUDA, else the fastest exact one measured."
+            "torch, onnx (CPU fp32), onnx-int8 (CPU, approximate) or auto: torch on CUDA and on"
+            " a CPU with native bf16, else onnx (torch's fp32 vectors, faster), else torch."
         ),
     )
     precision: Precision = Field(

@@ -1,21 +1,13 @@
-"""bf16 against fp32: the real model on real text, passages and questions.
-
-The sentences of examples/docs, and the QA set's questions and reference answers.
-"""
+"""bf16 against fp32: the real model on real text, passages and questions."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from services.common.sentences import is_heading, split_sentences
 from services.embedder.precision import cpu_has_bf16
 from services.embedder.torch_model import TorchEmbeddingModel
-
-_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from tests.embedding_texts import sample_texts
 
 pytestmark = pytest.mark.skipif(
     not cpu_has_bf16(),
@@ -23,18 +15,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _texts() -> list[str]:
-    found = []
-    for page in sorted((_EXAMPLES / "docs").glob("*.md")):
-        found += [s for s in split_sentences(page.read_text()) if not is_heading(s)]
-    for line in (_EXAMPLES / "qa" / "docs_qa.jsonl").read_text().splitlines():
-        case = json.loads(line)
-        found += [case["question"], *(r["text"] for r in case["reference"])]
-    return found
-
-
 def test_bf16_vectors_stay_within_cosine_0_9999_of_fp32() -> None:
-    sentences = _texts()
+    sentences = sample_texts()
     assert len(sentences) > 150
     fp32 = TorchEmbeddingModel("", "cpu", precision="fp32")
     bf16 = TorchEmbeddingModel("", "cpu", precision="bf16")

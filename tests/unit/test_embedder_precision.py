@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.embedder.model import auto_backend
 from services.embedder.precision import cpu_flags, cpu_has_bf16, resolve_precision
 from services.embedder.priority import Priority, default_priority
 
@@ -35,6 +36,25 @@ def test_auto_takes_bf16_only_where_the_cpu_has_it(
     precision: str, device: str, has_bf16: bool, expected: str
 ) -> None:
     assert resolve_precision(precision, device, lambda: has_bf16) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "has_bf16", "onnx_installed", "expected"),
+    [
+        ("cpu", "auto", True, True, "torch"),  # bf16 autocast
+        ("cpu", "auto", False, True, "onnx"),  # torch's fp32 vectors, faster
+        ("cpu", "fp32", True, True, "onnx"),  # fp32 asked for: the faster fp32
+        ("cpu", "bf16", False, True, "torch"),  # only torch computes in bf16
+        ("cpu", "auto", False, False, "torch"),  # onnxruntime not installed
+        ("cuda", "auto", False, True, "torch"),
+        ("cuda:1", "fp32", False, True, "torch"),
+    ],
+)
+def test_auto_backend_is_torch_where_it_wins_onnx_elsewhere(
+    device: str, precision: str, has_bf16: bool, onnx_installed: bool, expected: str
+) -> None:
+    backend = auto_backend(device, precision, lambda: has_bf16, lambda: onnx_installed)  # type: ignore[arg-type]
+    assert backend == expected
 
 
 def test_unmarked_requests_one_text_is_a_query_a_list_is_bulk() -> None:
