@@ -125,8 +125,9 @@ async def _drive(
     return latencies, elapsed
 
 
-async def _index(uri: str, split: BeirSplit) -> int:
-    """The corpus's chunks, as ingest makes and writes them, into one collection per layout."""
+async def _index(uri: str, lexical_index: Path, split: BeirSplit) -> int:
+    """The corpus's chunks, as ingest makes and writes them, into one collection per layout;
+    the lexical one also into the suite's lexical index, as ingest writes it."""
     settings = IngestSettings()
     chunker = chunker_for(settings.chunk_tokens, settings.chunk_overlap_tokens)
     docs = [Document(d.doc_id, d.title, d.doc_id, d.text, {}) for d in split.corpus]
@@ -153,7 +154,7 @@ async def _index(uri: str, split: BeirSplit) -> int:
         index_params=vs.build_index_params(client),
     )
     client.close()
-    store = ChunkStore(uri)
+    store = ChunkStore(uri, lexical_index=str(lexical_index))
     try:
         for collection in LAYOUTS.values():
             await store.ensure_collection(collection, int(vectors.shape[1]))
@@ -228,7 +229,7 @@ def main() -> None:
                 processes = {"milvus": suite.children["milvus"]} | baseline
                 stacks[label] = (rag_url, LAYOUTS["text BM25 (before)"], processes)
                 labels.insert(0, label)
-            chunks = asyncio.run(_index(suite.milvus_uri, split))
+            chunks = asyncio.run(_index(suite.milvus_uri, suite.lexical_index, split))
             targets = [(m, c, label) for m in modes for c in concurrencies for label in labels]
             results: dict[tuple[str, int, str], list[float]] = {t: [] for t in targets}
             busy: dict[tuple[str, int, str], float] = dict.fromkeys(targets, 0.0)

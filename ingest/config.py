@@ -17,6 +17,14 @@ class IngestSettings(ServiceSettings):
     port: int = Field(8105, description="Port of the ingest API.")
     milvus_uri: str = Field("http://127.0.0.1:19539", description="Milvus (Lite server or cluster) URI.")
     milvus_token: str = Field("", description="Milvus token (user:password), if it needs one.")
+    lexical_index: str = Field(
+        "",
+        description=(
+            "SQLite file where collections created here keep their BM25 terms beside Milvus Lite,"
+            " which scores BM25 slowly; each collection names it, for rag and every writer."
+            " Empty: Milvus' own BM25 (a Milvus cluster's)."
+        ),
+    )
     dense_index: str = Field(
         "AUTOINDEX",
         description="Dense index type for new collections (AUTOINDEX; HNSW or IVF_FLAT on standalone).",

@@ -45,7 +45,7 @@ EmbeddingsFactory = Callable[..., EmbeddingsClient]
 async def open_resources(
     settings: IngestSettings, embeddings_client: EmbeddingsFactory = EmbeddingsClient
 ) -> AsyncIterator[IngestResources]:
-    store = ChunkStore(settings.milvus_uri, settings.milvus_token, settings.dense_index)
+    store = ChunkStore.from_settings(settings)
     # Long timeout: a big batch may wait behind others in the embedder's queue.
     embeddings = embeddings_client(
         settings.embedder_url, settings.embedding_model, timeout_s=120.0, priority="bulk"

@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ingest.config import IngestSettings
 from services.common import vector_schema as vs
+from services.common.lexical_index import LexicalIndex, LexicalWrite, shared_index
 from services.common.milvus_connect import connect_milvus, needs_load, unreachable
 from services.common.milvus_expr import field_equals, field_in
 
@@ -18,6 +21,12 @@ from services.common.milvus_expr import field_equals, field_in
 _QUERY_WINDOW = 16_384
 # Collections whose BM25 input is known; bounded, as job requests name collections.
 _LAYOUTS_CAP = 1024
+
+
+@dataclass(frozen=True)
+class _Layout:
+    lexical: bool
+    index: LexicalIndex | None
 
 
 class StoreUnavailable(ConnectionError):
@@ -47,13 +56,28 @@ class StoredDocument:
 
 
 class ChunkStore:
-    def __init__(self, uri: str, token: str = "", dense_index: str = "AUTOINDEX") -> None:
+    """``lexical_index``: the file where collections created here keep their BM25 terms beside
+    Milvus (:mod:`services.common.lexical_index`); a collection names its file in its
+    properties, so every write to it is made there too, whatever this process's setting."""
+
+    def __init__(
+        self,
+        uri: str,
+        token: str = "",
+        dense_index: str = "AUTOINDEX",
+        lexical_index: str = "",
+    ) -> None:
         self._uri = uri
         self._token = token
         self._dense_index = dense_index
+        self._new_index = str(Path(lexical_index).resolve()) if lexical_index else ""
         self._client: Any = None
         self._lock = threading.Lock()
-        self._lexical: OrderedDict[str, bool] = OrderedDict()  # collection -> has a lexical field
+        self._layouts: OrderedDict[str, _Layout] = OrderedDict()
+
+    @classmethod
+    def from_settings(cls, settings: IngestSettings) -> ChunkStore:
+        return cls(settings.milvus_uri, settings.milvus_token, settings.dense_index, settings.lexical_index)
 
     def _connected(self) -> Any:
         # Connect on first use, and again after a failed attempt: a process started while
@@ -63,8 +87,21 @@ class ChunkStore:
                 self._client = connect_milvus(self._uri, self._token)
             return self._client
 
-    async def _run(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def _run(
+        self, method: str, *args: Any, lexical: Callable[[LexicalWrite], None] | None = None, **kwargs: Any
+    ) -> Any:
+        """Calls the Milvus client's ``method``; ``lexical`` makes the same change in the lexical
+        index of the collection ``args[0]`` (if it has one), committed only if Milvus took it."""
+        index = (await self._layout(args[0])).index if lexical is not None else None
+
         def call() -> Any:
+            if lexical is None or index is None:
+                return milvus()
+            with index.writing(args[0]) as write:
+                lexical(write)
+                return milvus()
+
+        def milvus() -> Any:
             client = self._connected()
             try:
                 try:
@@ -98,22 +135,59 @@ class ChunkStore:
             # A restarted Milvus comes back with its collections released; loading here (a
             # no-op when loaded) spares the job's first query a "not loaded" error and retry.
             await self._run("load_collection", name)
-            self._lexical.pop(name, None)  # learnt again: another process may have made it anew
-            await self._has_lexical(name)
+            self._layouts.pop(name, None)  # learnt again: another process may have made it anew
+            layout = await self._layout(name)
+            if layout.index is not None:
+                await asyncio.to_thread(self._reconcile, layout.index, name)
             return False
+        index = shared_index(self._new_index) if self._new_index else None
 
-        def create() -> None:
+        def create(write: LexicalWrite | None) -> bool:
             client = self._connected()
+            if client.has_collection(name):  # made meanwhile by another process
+                return False
             client.create_collection(
                 name,
                 schema=vs.build_schema(dim),
                 index_params=vs.build_index_params(client, self._dense_index),
                 consistency_level="Strong",
+                properties={vs.LEXICAL_INDEX_PROPERTY: self._new_index} if write is not None else None,
             )
+            if write is not None:
+                write.create()
+            return True
 
-        await asyncio.to_thread(create)
-        self._lexical[name] = True
+        def locked_create() -> bool:
+            if index is None:
+                return create(None)
+            with index.writing(name) as write:
+                return create(write)
+
+        if not await asyncio.to_thread(locked_create):
+            return await self.ensure_collection(name, dim)
+        self._layouts.pop(name, None)
         return True
+
+    def _reconcile(self, index: LexicalIndex, name: str) -> None:
+        """Copies a collection into its lexical index again unless the index matches it."""
+
+        def count() -> int:
+            rows = self._connected().query(
+                name, filter="", output_fields=["count(*)"], consistency_level="Strong"
+            )
+            return int(rows[0]["count(*)"])
+
+        def rows() -> Iterator[list[dict[str, Any]]]:
+            iterator = self._connected().query_iterator(
+                name, batch_size=2048, filter="", output_fields=[*vs.OUTPUT_FIELDS, vs.LEXICAL]
+            )
+            try:
+                while batch := iterator.next():
+                    yield batch
+            finally:
+                iterator.close()
+
+        index.reconcile(name, count, rows)
 
     async def exists(self, name: str) -> bool:
         return bool(await self._run("has_collection", name))
@@ -122,8 +196,10 @@ class ChunkStore:
         return sorted(await self._run("list_collections"))
 
     async def drop_collection(self, name: str) -> None:
-        self._lexical.pop(name, None)  # a collection made again under the name gets today's layout
-        await self._run("drop_collection", name)
+        # A missing collection has no properties to name its index by.
+        lexical = LexicalWrite.drop if await self.exists(name) else None
+        await self._run("drop_collection", name, lexical=lexical)
+        self._layouts.pop(name, None)  # a collection made again under the name gets today's layout
 
     async def _query(
         self, collection: str, expr: str, fields: list[str], **kwargs: Any
@@ -217,28 +293,41 @@ class ChunkStore:
     async def upsert(self, collection: str, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
-        if await self._has_lexical(collection):
-            rows = await asyncio.to_thread(lambda: [vs.with_lexical(r) for r in rows])
-        await self._run("upsert", collection, list(rows))
+        if not (await self._layout(collection)).lexical:
+            await self._run("upsert", collection, list(rows))
+            return
+        rows = await asyncio.to_thread(lambda: [vs.with_lexical(r) for r in rows])
+        await self._run("upsert", collection, list(rows), lexical=lambda write: write.upsert(rows))
 
-    async def _has_lexical(self, collection: str) -> bool:
-        """Whether BM25 reads the ``lexical`` field (every collection made now) or ``text``
-        (one made before it existed, which keeps working as it was)."""
-        known = self._lexical.get(collection)
+    async def _layout(self, collection: str) -> _Layout:
+        """Whether BM25 reads the ``lexical`` field (every collection made now) or ``text`` (one
+        made before it existed, which keeps working as it was), and its lexical index."""
+        known = self._layouts.get(collection)
         if known is None:
             description = await self._run("describe_collection", collection)
-            known = vs.bm25_input(description) == vs.LEXICAL
-            self._lexical[collection] = known
-            while len(self._lexical) > _LAYOUTS_CAP:
-                self._lexical.popitem(last=False)
+            path = vs.lexical_index_path(description)
+            known = _Layout(vs.bm25_input(description) == vs.LEXICAL, shared_index(path) if path else None)
+            self._layouts[collection] = known
+            while len(self._layouts) > _LAYOUTS_CAP:
+                self._layouts.popitem(last=False)
         return known
 
     async def delete_chunks(self, collection: str, chunk_ids: Sequence[str]) -> None:
         if chunk_ids:
-            await self._run("delete", collection, filter=field_in(vs.CHUNK_ID, chunk_ids))
+            await self._run(
+                "delete",
+                collection,
+                filter=field_in(vs.CHUNK_ID, chunk_ids),
+                lexical=lambda write: write.delete_chunks(chunk_ids),
+            )
 
     async def delete_document(self, collection: str, doc_id: str) -> None:
-        await self._run("delete", collection, filter=field_equals(vs.DOC_ID, doc_id))
+        await self._run(
+            "delete",
+            collection,
+            filter=field_equals(vs.DOC_ID, doc_id),
+            lexical=lambda write: write.delete_document(doc_id),
+        )
 
     async def flush(self, collection: str) -> None:
         """Seals what was written into segments. Milvus Lite searches unsealed rows by

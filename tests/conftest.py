@@ -79,7 +79,10 @@ def examples_dir() -> Path:
 @pytest.fixture(scope="session")
 def ingest_settings(suite: Suite) -> IngestSettings:
     return IngestSettings(
-        milvus_uri=suite.milvus_uri, redis_url=suite.redis_url, embedder_url=suite.url("embedder")
+        milvus_uri=suite.milvus_uri,
+        redis_url=suite.redis_url,
+        embedder_url=suite.url("embedder"),
+        lexical_index=str(suite.lexical_index),
     )
 
 

@@ -123,6 +123,7 @@ class EvalServices:
     embedder_url: str
     rag_url: str
     redis_url: str
+    lexical_index: str = ""  # where collections the eval makes keep their BM25 terms
 
 
 @contextmanager
@@ -141,7 +142,14 @@ def eval_services(
                 suite.children[name].start()
             for name in stage:
                 suite.wait_ready(name, deadline)
-        yield EvalServices(milvus_uri or suite.milvus_uri, suite.url("embedder"), suite.url("rag"), redis_url)
+        yield EvalServices(
+            milvus_uri or suite.milvus_uri,
+            suite.url("embedder"),
+            suite.url("rag"),
+            redis_url,
+            # As quarry up keeps them, unless the collections live in another Milvus.
+            "" if milvus_uri else str(suite.lexical_index),
+        )
     finally:
         suite.stop()
 
@@ -185,7 +193,7 @@ async def build_ingest_index(
     progress: Progress | None = None,
 ) -> IndexBuild:
     """``corpus`` ingested into a fresh ``collection`` by ingest's own pipeline, embeddings cached."""
-    store = ChunkStore(settings.milvus_uri, settings.milvus_token, settings.dense_index)
+    store = ChunkStore.from_settings(settings)
     redis = aioredis.Redis.from_url(settings.redis_url)
     try:
         if await store.exists(collection):
@@ -393,7 +401,10 @@ async def evaluate_product(
         cache_path = cache_dir / CHUNK_CACHE_FILE
         cache = VectorCache(cache_path)
         settings = IngestSettings(
-            milvus_uri=services.milvus_uri, redis_url=services.redis_url, embedder_url=services.embedder_url
+            milvus_uri=services.milvus_uri,
+            redis_url=services.redis_url,
+            embedder_url=services.embedder_url,
+            lexical_index=services.lexical_index,
         )
         try:
             index = await build_ingest_index(data / "corpus.jsonl", name, settings, cache, model, say)

@@ -142,6 +142,10 @@ class Suite:
         return f"http://127.0.0.1:{getattr(self.ports, service)}"
 
     @property
+    def lexical_index(self) -> Path:
+        return self.data_dir / "lexical.sqlite3"
+
+    @property
     def milvus_uri(self) -> str:
         return f"http://127.0.0.1:{self.ports.milvus}"
 
@@ -161,6 +165,8 @@ class Suite:
             "QUARRY_GATEWAY_EMBEDDER_URL": self.url("embedder"),
             "QUARRY_GATEWAY_LLM_URL": self.url("llm"),
             "QUARRY_INGEST_MILVUS_URI": self.milvus_uri,
+            # Milvus Lite scores BM25 in Python: the suite keeps the terms in SQLite FTS5 too.
+            "QUARRY_INGEST_LEXICAL_INDEX": str(self.lexical_index),
             "QUARRY_INGEST_REDIS_URL": self.redis_url,
             "QUARRY_INGEST_EMBEDDER_URL": self.url("embedder"),
             "QUARRY_INGEST_PORT": str(p.ingest),

@@ -25,6 +25,10 @@ DENSE: Final = "dense"
 SPARSE: Final = "sparse"
 LEXICAL: Final = "lexical"
 
+# A collection property: the SQLite file that keeps the collection's BM25 terms beside Milvus
+# (services.common.lexical_index), for every process that writes or searches it.
+LEXICAL_INDEX_PROPERTY: Final = "quarry.lexical_index"
+
 OUTPUT_FIELDS: Final = [CHUNK_ID, DOC_ID, CHUNK_INDEX, TEXT, TITLE, SOURCE, METADATA]
 
 MAX_TEXT_CHARS: Final = 16_384
@@ -80,6 +84,12 @@ def bm25_input(description: dict[str, Any]) -> str:
             if inputs:
                 return str(inputs[0])
     return TEXT
+
+
+def lexical_index_path(description: dict[str, Any]) -> str | None:
+    """The lexical index file named by a collection (``describe_collection``'s answer), if any."""
+    path = (description.get("properties") or {}).get(LEXICAL_INDEX_PROPERTY)
+    return str(path) if path else None
 
 
 def build_index_params(client: Any, dense_index: str = "AUTOINDEX") -> Any:

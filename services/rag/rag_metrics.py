@@ -34,6 +34,12 @@ UNAVAILABLE = Counter(
     "Queries refused with 503 because a hard dependency (embedder, milvus) was down.",
     ["dependency"],
 )
+LEXICAL_SEARCHES = Counter(
+    "quarry_rag_lexical_searches_total",
+    "BM25 searches of collections with a lexical index, by what answered: lexical_index, or milvus"
+    " (the index did not hold the collection whole, or failed).",
+    ["engine"],
+)
 CIRCUIT_OPEN = Gauge(
     "quarry_rag_circuit_open", "1 while the circuit breaker of a dependency is open.", ["dependency"]
 )

@@ -111,7 +111,10 @@ def own_suite(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) 
 @pytest.fixture(scope="module")
 async def collection(own_suite: Suite, examples_dir: Path) -> str:
     settings = IngestSettings(
-        milvus_uri=own_suite.milvus_uri, redis_url=own_suite.redis_url, embedder_url=own_suite.url("embedder")
+        milvus_uri=own_suite.milvus_uri,
+        redis_url=own_suite.redis_url,
+        embedder_url=own_suite.url("embedder"),
+        lexical_index=str(own_suite.lexical_index),
     )
     report = await ingest_path(examples_dir, "t_degraded", settings)
     assert report.failed == 0 and report.added > 0

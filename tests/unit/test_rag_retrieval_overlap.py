@@ -14,7 +14,7 @@ from services.common.embeddings_client import EmbeddingsClient
 from services.rag.config import RagSettings
 from services.rag.resilience import circuit_breakers
 from services.rag.retrieval.guarded import GuardedRetrieval
-from services.rag.retrieval.retriever import Hit, RetrievalConfig, Retriever
+from services.rag.retrieval.retriever import CollectionLayout, Hit, RetrievalConfig, Retriever
 
 
 class _Recorder(Retriever):
@@ -23,12 +23,10 @@ class _Recorder(Retriever):
         self._fail = fail
         self.config = RetrievalConfig()
 
-    async def _check_exists(self, collection: str) -> bool:
-        return True
+    async def _check_exists(self, collection: str) -> CollectionLayout:
+        return CollectionLayout(lexical=True, index=None)
 
-    async def _ranked(
-        self, collection: str, anns_field: str, data: Any, limit: int, filter_expr: str
-    ) -> list[Hit]:
+    async def _ranked(self, collection: str, anns_field: str, *args: Any, **kwargs: Any) -> list[Hit]:
         self.calls.append(anns_field)
         await asyncio.sleep(0)
         if anns_field == self._fail:

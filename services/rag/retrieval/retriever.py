@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
@@ -11,7 +12,10 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from services.common import vector_schema as vs
 from services.common.lexical import lexical_query
+from services.common.lexical_index import LexicalIndex, shared_index
+from services.common.logs import get_logger
 from services.common.milvus_connect import connect_milvus
+from services.rag.rag_metrics import LEXICAL_SEARCHES
 from services.rag.retrieval.fusion import weighted_rrf, weighted_score_fusion
 from services.rag.retrieval.search_batcher import BatchKey, Results, SearchBatcher
 
@@ -28,6 +32,18 @@ Fusion = Literal["score", "rrf"]
 # ingest may drop a collection and make it anew.
 _KNOWN_CAP = 1024
 _KNOWN_TTL_S = 30.0
+_log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class CollectionLayout:
+    lexical: bool  # BM25 reads the ``lexical`` field, not ``text``
+    index: LexicalIndex | None
+    learnt_at: float = 0.0
+
+
+# What a collection is taken to be while Milvus cannot describe it: today's layout, Milvus' BM25.
+_UNKNOWN = CollectionLayout(lexical=True, index=None)
 
 
 class CollectionNotFound(Exception):
@@ -81,12 +97,16 @@ class RetrievalConfig:
 
 
 class Retriever:
-    def __init__(self, uri: str, token: str = "", config: RetrievalConfig | None = None) -> None:
-
+    def __init__(
+        self,
+        uri: str,
+        token: str = "",
+        config: RetrievalConfig | None = None,
+    ) -> None:
         self._client: Any = connect_milvus(uri, token, timeout=10)
         self.config = config or RetrievalConfig()
         self._batcher = SearchBatcher(self._search_many, self.config.batch_window_s, self.config.max_batch)
-        self._known: OrderedDict[str, tuple[bool, float]] = OrderedDict()  # -> (lexical, learnt at)
+        self._known: OrderedDict[str, CollectionLayout] = OrderedDict()
 
     @property
     def batches_sent(self) -> int:
@@ -120,16 +140,19 @@ class Retriever:
             mode = "dense"
         if mode != "bm25" and vector is None:
             raise ValueError(f"{mode} search needs a query vector")
-        lexical = await self._check_exists(collection)
+        layout = await self._check_exists(collection)
         if mode == "dense":
             return await self._ranked(collection, vs.DENSE, await _ready(vector), top_k, filter_expr)
         assert query is not None
         # A lexical field holds normalised terms, so the query is put through the same steps.
-        terms = lexical_query(query) if lexical else query
+        terms = lexical_query(query) if layout.lexical else query
+        index = layout.index if layout.lexical and not filter_expr else None
         if mode == "bm25":
-            return await self._ranked(collection, vs.SPARSE, terms, top_k, filter_expr)
+            return await self._ranked(collection, vs.SPARSE, terms, top_k, filter_expr, index)
         depth = max(top_k, config.hybrid_depth)
-        lexical_leg = asyncio.ensure_future(self._ranked(collection, vs.SPARSE, terms, depth, filter_expr))
+        lexical_leg = asyncio.ensure_future(
+            self._ranked(collection, vs.SPARSE, terms, depth, filter_expr, index)
+        )
         try:
             dense = await self._ranked(collection, vs.DENSE, await _ready(vector), depth, filter_expr)
             bm25 = await lexical_leg
@@ -158,15 +181,25 @@ class Retriever:
         )
 
     async def _ranked(
-        self, collection: str, anns_field: str, data: Any, limit: int, filter_expr: str
+        self,
+        collection: str,
+        anns_field: str,
+        data: Any,
+        limit: int,
+        filter_expr: str,
+        index: LexicalIndex | None = None,
     ) -> list[Hit]:
+        """``index``: a lexical index that holds ``collection``'s BM25 terms, tried first."""
         from pymilvus.exceptions import MilvusException
 
         if anns_field == vs.SPARSE and not str(data).strip():
             return []  # only stop words: no term to score
         key = BatchKey(collection, anns_field, filter_expr, limit)
         try:
-            if self.config.batching:
+            found = await _from_index(index, key, data) if index is not None else None
+            if found is not None:
+                results = found
+            elif self.config.batching:
                 results = await self._batcher.submit(key, data)
             else:
                 results = (await asyncio.to_thread(self._search_many, key, [data]))[0]
@@ -181,29 +214,32 @@ class Retriever:
             return [replace(h, score=abs(h.score), bm25_score=abs(h.score)) for h in hits]
         return [replace(h, dense_score=h.score) for h in hits]
 
-    async def _check_exists(self, collection: str) -> bool:
+    async def _check_exists(self, collection: str) -> CollectionLayout:
         """Raises CollectionNotFound for a missing collection; says whether BM25 reads its
-        ``lexical`` field. A store that cannot answer is left to the search to report."""
+        ``lexical`` field, and which lexical index holds its terms. A store that cannot answer
+        is left to the search to report."""
         known = self._known.get(collection)
-        if known is not None and time.monotonic() - known[1] < _KNOWN_TTL_S:
+        if known is not None and time.monotonic() - known.learnt_at < _KNOWN_TTL_S:
             self._known.move_to_end(collection)
-            return known[0]
+            return known
         exists = await self._has_collection(collection)
         if exists is False:
             self._known.pop(collection, None)
             raise CollectionNotFound(collection)
         if not exists:
-            return known[0] if known is not None else True
+            return known or _UNKNOWN
         try:
             description = await asyncio.to_thread(self._client.describe_collection, collection)
+            path = vs.lexical_index_path(description)
+            index = shared_index(path) if path else None
         except Exception:
-            return known[0] if known is not None else True
-        lexical = vs.bm25_input(description) == vs.LEXICAL
-        self._known[collection] = (lexical, time.monotonic())
+            return known or _UNKNOWN
+        layout = CollectionLayout(vs.bm25_input(description) == vs.LEXICAL, index, time.monotonic())
+        self._known[collection] = layout
         self._known.move_to_end(collection)
         while len(self._known) > _KNOWN_CAP:
             self._known.popitem(last=False)
-        return lexical
+        return layout
 
     async def _has_collection(self, collection: str) -> bool | None:
         """Whether the collection exists; None when Milvus cannot say (the search then reports
@@ -242,6 +278,24 @@ def settle(task: asyncio.Future[Any]) -> None:
 def _seen(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+async def _from_index(index: LexicalIndex, key: BatchKey, terms: str) -> list[dict[str, Any]] | None:
+    """BM25 hits from the lexical index, or None where Milvus must answer: the index does not
+    hold the collection whole now, or it fails (it is only a faster copy)."""
+
+    def search() -> list[dict[str, Any]] | None:
+        if not index.searchable(key.collection):
+            return None
+        return index.search(key.collection, terms, key.limit)
+
+    try:
+        hits = await asyncio.to_thread(search)
+    except sqlite3.Error as exc:
+        _log.warning("lexical_index_failed", collection=key.collection, error=str(exc))
+        hits = None
+    LEXICAL_SEARCHES.labels(engine="milvus" if hits is None else "lexical_index").inc()
+    return hits
 
 
 def _chunk_id(hit: Hit) -> str:
