@@ -93,7 +93,10 @@ def main() -> None:
             for name in ("milvus", "embedder"):
                 suite.wait_ready(name, deadline)
             ingest = IngestSettings(
-                milvus_uri=suite.milvus_uri, redis_url=REDIS_URL, embedder_url=suite.url("embedder")
+                milvus_uri=suite.milvus_uri,
+                redis_url=REDIS_URL,
+                embedder_url=suite.url("embedder"),
+                lexical_index=str(suite.lexical_index),  # as quarry up writes
             )
             pids = {name: suite.children[name].process.pid for name in ("embedder", "milvus")}  # type: ignore[union-attr]
 

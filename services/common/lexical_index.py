@@ -36,6 +36,7 @@ from services.common import vector_schema as vs
 # collection copied from Milvus.
 _BUSY_TIMEOUT_S = 120.0
 _FIELDS = (vs.CHUNK_ID, vs.DOC_ID, vs.CHUNK_INDEX, vs.TEXT, vs.TITLE, vs.SOURCE, vs.METADATA)
+_COLUMNS = "c.chunk_id, c.doc_id, c.chunk_index, c.text, c.title, c.source, c.metadata"
 
 _SCHEMA = (
     "CREATE TABLE {c} (id INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL,"
@@ -155,28 +156,34 @@ class LexicalIndex:
         except sqlite3.OperationalError:  # no such table: not kept here
             return None
 
-    def search(self, collection: str, terms: str, limit: int) -> list[dict[str, Any]]:
+    def search(self, collection: str, terms: str, limit: int, ids_only: bool = False) -> list[dict[str, Any]]:
         """The ``limit`` best chunks for ``terms`` (a lexical query), in Milvus' search-hit
-        shape: ``entity`` and ``distance`` (the BM25 score, negated as Milvus Lite reports it)."""
+        shape: ``entity`` (only the chunk id with ``ids_only``) and ``distance`` (the BM25
+        score, negated as Milvus Lite reports it)."""
         chunks, index = _names(collection)
         query = " OR ".join(f'"{term}"' for term in terms.split())
         if not query:
             return []
-        rows = (
-            self._db()
-            .execute(
-                f"SELECT c.chunk_id, c.doc_id, c.chunk_index, c.text, c.title, c.source, c.metadata,"
-                f" bm25({index}) AS score FROM {index} JOIN {chunks} c ON c.id = {index}.rowid"
-                f" WHERE {index} MATCH ? ORDER BY score LIMIT ?",
-                (query, limit),
-            )
-            .fetchall()
+        # FTS5's bm25() (the rank) is already negated: more relevant is more negative. The
+        # best rowids are chosen first, so only they are looked up in the chunk table.
+        best = f"SELECT rowid, rank FROM {index} WHERE {index} MATCH ? ORDER BY rank LIMIT ?"
+        columns = "c.chunk_id" if ids_only else _COLUMNS
+        found = self._db().execute(
+            f"SELECT {columns}, r.rank FROM ({best}) r JOIN {chunks} c ON c.id = r.rowid ORDER BY r.rank",
+            (query, limit),
         )
-        # FTS5's bm25() is already negated: more relevant is more negative.
-        return [
-            {"entity": dict(zip(_FIELDS, (*row[:6], json.loads(row[6])), strict=True)), "distance": row[7]}
-            for row in rows
-        ]
+        if ids_only:
+            return [{"entity": {vs.CHUNK_ID: chunk_id}, "distance": rank} for chunk_id, rank in found]
+        return [{"entity": _entity(row), "distance": row[7]} for row in found]
+
+    def rows(self, collection: str, chunk_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored fields of those of ``chunk_ids`` this index holds, by chunk id."""
+        chunks = _names(collection)[0]
+        marks = ",".join("?" * len(chunk_ids))
+        found = self._db().execute(
+            f"SELECT {_COLUMNS} FROM {chunks} c WHERE chunk_id IN ({marks})", chunk_ids
+        )
+        return {row[0]: _entity(row) for row in found}
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -248,6 +255,10 @@ class LexicalWrite:
     def _delete(self, column: str, values: Sequence[str]) -> None:
         if self._kept():
             self._db.executemany(f"DELETE FROM {self._chunks} WHERE {column} = ?", [(v,) for v in values])
+
+
+def _entity(row: Sequence[Any]) -> dict[str, Any]:
+    return dict(zip(_FIELDS, (*row[:6], json.loads(row[6])), strict=True))
 
 
 def _alive(pid: int) -> bool:

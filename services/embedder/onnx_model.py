@@ -40,6 +40,9 @@ class OnnxEmbeddingModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads > 0:
             options.intra_op_num_threads = threads
+        # Idle threads sleep instead of spinning: the embedder shares its cores with the
+        # searches it serves (Milvus, rag), and a spinning pool takes them between passes.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._input_names = {i.name for i in self._session.get_inputs()}
 

@@ -158,6 +158,9 @@ async def test_a_collection_the_index_lost_is_searched_in_milvus_until_the_next_
     before = _lexical_searches(suite)
     assert [h["doc_id"] for h in await _bm25(suite, collection_name, "magma")] == ["granite"]
     assert _lexical_searches(suite)["milvus"] == before["milvus"] + 1
+    # Hybrid ranks chunk ids in both legs; their fields then come from Milvus.
+    hybrid = await _search(suite, collection_name, "magma cooling", "hybrid")
+    assert hybrid[0]["doc_id"] == "granite" and "magma" in hybrid[0]["text"] and hybrid[0]["bm25"] > 0
 
     # The next job on the collection copies it from Milvus, though no document changed.
     assert (await ingest_path(tmp_path, collection_name, ingest_settings)).unchanged == 2

@@ -24,8 +24,8 @@ class RecordingSearch:
         return [[{"item": item, "collection": key.collection}] for item in items]
 
 
-KEY_A = BatchKey("c1", "dense", "", 10)
-KEY_B = BatchKey("c1", "dense", 'doc_id == "x"', 10)
+KEY_A = BatchKey("c1", "dense", "", 10, ("chunk_id",))
+KEY_B = BatchKey("c1", "dense", 'doc_id == "x"', 10, ("chunk_id",))
 
 
 async def test_concurrent_searches_share_one_call_per_key() -> None:

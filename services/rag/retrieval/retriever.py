@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections import OrderedDict
@@ -15,6 +16,7 @@ from services.common.lexical import lexical_query
 from services.common.lexical_index import LexicalIndex, shared_index
 from services.common.logs import get_logger
 from services.common.milvus_connect import connect_milvus
+from services.common.milvus_expr import field_in
 from services.rag.rag_metrics import LEXICAL_SEARCHES
 from services.rag.retrieval.fusion import weighted_rrf, weighted_score_fusion
 from services.rag.retrieval.search_batcher import BatchKey, Results, SearchBatcher
@@ -150,22 +152,28 @@ class Retriever:
         if mode == "bm25":
             return await self._ranked(collection, vs.SPARSE, terms, top_k, filter_expr, index)
         depth = max(top_k, config.hybrid_depth)
+        # With a lexical index, both legs rank chunk ids and only the fused best are read in
+        # full: most of the depth's hits never reach the answer.
+        ids_only = index is not None
         lexical_leg = asyncio.ensure_future(
-            self._ranked(collection, vs.SPARSE, terms, depth, filter_expr, index)
+            self._ranked(collection, vs.SPARSE, terms, depth, filter_expr, index, ids_only)
         )
         try:
-            dense = await self._ranked(collection, vs.DENSE, await _ready(vector), depth, filter_expr)
+            dense = await self._ranked(
+                collection, vs.DENSE, await _ready(vector), depth, filter_expr, ids_only=ids_only
+            )
             bm25 = await lexical_leg
         finally:
             settle(lexical_leg)
         cosine = {h.chunk_id: h.dense_score for h in dense}
         matched = {h.chunk_id: h.bm25_score for h in bm25}
-        return [
+        fused = [
             replace(
                 hit, score=score, dense_score=cosine.get(hit.chunk_id), bm25_score=matched.get(hit.chunk_id)
             )
             for hit, score in self.fuse(dense, bm25, top_k, config)
         ]
+        return await self._filled(collection, fused, index) if ids_only else fused
 
     def fuse(
         self, dense: list[Hit], bm25: list[Hit], limit: int, config: RetrievalConfig | None = None
@@ -188,15 +196,18 @@ class Retriever:
         limit: int,
         filter_expr: str,
         index: LexicalIndex | None = None,
+        ids_only: bool = False,
     ) -> list[Hit]:
-        """``index``: a lexical index that holds ``collection``'s BM25 terms, tried first."""
+        """``index``: a lexical index that holds ``collection``'s BM25 terms, tried first.
+        ``ids_only``: hits carry their chunk id and scores alone (see :meth:`_filled`)."""
         from pymilvus.exceptions import MilvusException
 
         if anns_field == vs.SPARSE and not str(data).strip():
             return []  # only stop words: no term to score
-        key = BatchKey(collection, anns_field, filter_expr, limit)
+        fields = (vs.CHUNK_ID,) if ids_only else tuple(vs.OUTPUT_FIELDS)
+        key = BatchKey(collection, anns_field, filter_expr, limit, fields)
         try:
-            found = await _from_index(index, key, data) if index is not None else None
+            found = await _from_index(index, key, data, ids_only) if index is not None else None
             if found is not None:
                 results = found
             elif self.config.batching:
@@ -256,9 +267,44 @@ class Retriever:
             anns_field=key.anns_field,
             limit=key.limit,
             filter=key.filter_expr,
-            output_fields=vs.OUTPUT_FIELDS,
+            output_fields=list(key.output_fields),
         )
         return [list(r) for r in results]
+
+    async def _filled(self, collection: str, hits: list[Hit], index: LexicalIndex | None) -> list[Hit]:
+        """``hits`` (chunk ids and scores) with their stored fields, from the lexical index while
+        it holds the collection whole, else (or for any it lacks) from Milvus."""
+        from pymilvus.exceptions import MilvusException
+
+        ids = [h.chunk_id for h in hits]
+
+        def read() -> dict[str, dict[str, Any]]:
+            found: dict[str, dict[str, Any]] = {}
+            with contextlib.suppress(sqlite3.Error):
+                if index is not None and index.searchable(collection):
+                    found = index.rows(collection, ids)
+            if missing := [i for i in ids if i not in found]:
+                rows = self._client.query(
+                    collection, filter=field_in(vs.CHUNK_ID, missing), output_fields=vs.OUTPUT_FIELDS
+                )
+                found |= {row[vs.CHUNK_ID]: row for row in rows}
+            return found
+
+        try:
+            entities = await asyncio.to_thread(read) if ids else {}
+        except MilvusException as exc:
+            raise RetrievalUnavailable(str(exc)) from exc
+        # A chunk deleted between the ranking and this read is left out.
+        return [
+            replace(
+                _hit({"entity": entities[h.chunk_id], "distance": h.score}),
+                score=h.score,
+                dense_score=h.dense_score,
+                bm25_score=h.bm25_score,
+            )
+            for h in hits
+            if h.chunk_id in entities
+        ]
 
     def close(self) -> None:
         self._client.close()
@@ -280,14 +326,16 @@ def _seen(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-async def _from_index(index: LexicalIndex, key: BatchKey, terms: str) -> list[dict[str, Any]] | None:
+async def _from_index(
+    index: LexicalIndex, key: BatchKey, terms: str, ids_only: bool
+) -> list[dict[str, Any]] | None:
     """BM25 hits from the lexical index, or None where Milvus must answer: the index does not
     hold the collection whole now, or it fails (it is only a faster copy)."""
 
     def search() -> list[dict[str, Any]] | None:
         if not index.searchable(key.collection):
             return None
-        return index.search(key.collection, terms, key.limit)
+        return index.search(key.collection, terms, key.limit, ids_only)
 
     try:
         hits = await asyncio.to_thread(search)
@@ -303,14 +351,15 @@ def _chunk_id(hit: Hit) -> str:
 
 
 def _hit(result: dict[str, Any]) -> Hit:
+    """A search result as a hit; one that carries only its chunk id gets empty fields."""
     entity = result["entity"]
     return Hit(
         chunk_id=entity[vs.CHUNK_ID],
-        doc_id=entity[vs.DOC_ID],
-        chunk_index=int(entity[vs.CHUNK_INDEX]),
-        text=entity[vs.TEXT],
-        title=entity[vs.TITLE],
-        source=entity[vs.SOURCE],
+        doc_id=entity.get(vs.DOC_ID, ""),
+        chunk_index=int(entity.get(vs.CHUNK_INDEX, 0)),
+        text=entity.get(vs.TEXT, ""),
+        title=entity.get(vs.TITLE, ""),
+        source=entity.get(vs.SOURCE, ""),
         metadata=entity.get(vs.METADATA) or {},
         score=float(result["distance"]),
     )

@@ -22,6 +22,7 @@ class BatchKey(NamedTuple):
     anns_field: str
     filter_expr: str
     limit: int
+    output_fields: tuple[str, ...]
 
 
 # Runs in a worker thread: one blocking Milvus search for many query items.
