@@ -143,18 +143,23 @@ class Retriever:
         if mode != "bm25" and vector is None:
             raise ValueError(f"{mode} search needs a query vector")
         layout = await self._check_exists(collection)
+        # A lexical index holds the chunks' fields too: each leg then ranks chunk ids, and only
+        # the best are read in full, from it (most of a hybrid depth's hits never reach the answer).
+        store = layout.index if layout.lexical else None
+        ids_only = store is not None
         if mode == "dense":
-            return await self._ranked(collection, vs.DENSE, await _ready(vector), top_k, filter_expr)
+            hits = await self._ranked(
+                collection, vs.DENSE, await _ready(vector), top_k, filter_expr, ids_only=ids_only
+            )
+            return await self._filled(collection, hits, store)
         assert query is not None
         # A lexical field holds normalised terms, so the query is put through the same steps.
         terms = lexical_query(query) if layout.lexical else query
-        index = layout.index if layout.lexical and not filter_expr else None
+        index = None if filter_expr else store  # the index scores BM25 over every chunk
         if mode == "bm25":
-            return await self._ranked(collection, vs.SPARSE, terms, top_k, filter_expr, index)
+            hits = await self._ranked(collection, vs.SPARSE, terms, top_k, filter_expr, index, ids_only)
+            return await self._filled(collection, hits, store)
         depth = max(top_k, config.hybrid_depth)
-        # With a lexical index, both legs rank chunk ids and only the fused best are read in
-        # full: most of the depth's hits never reach the answer.
-        ids_only = index is not None
         lexical_leg = asyncio.ensure_future(
             self._ranked(collection, vs.SPARSE, terms, depth, filter_expr, index, ids_only)
         )
@@ -173,7 +178,7 @@ class Retriever:
             )
             for hit, score in self.fuse(dense, bm25, top_k, config)
         ]
-        return await self._filled(collection, fused, index) if ids_only else fused
+        return await self._filled(collection, fused, store)
 
     def fuse(
         self, dense: list[Hit], bm25: list[Hit], limit: int, config: RetrievalConfig | None = None
@@ -272,10 +277,13 @@ class Retriever:
         return [list(r) for r in results]
 
     async def _filled(self, collection: str, hits: list[Hit], index: LexicalIndex | None) -> list[Hit]:
-        """``hits`` (chunk ids and scores) with their stored fields, from the lexical index while
-        it holds the collection whole, else (or for any it lacks) from Milvus."""
+        """``hits`` (chunk ids and scores, when ``index`` is given) with their stored fields,
+        from the index while it holds the collection whole, else (or for any it lacks) from
+        Milvus. Without an index the hits came whole."""
         from pymilvus.exceptions import MilvusException
 
+        if index is None:
+            return hits
         ids = [h.chunk_id for h in hits]
 
         def read() -> dict[str, dict[str, Any]]:
