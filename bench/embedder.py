@@ -104,10 +104,10 @@ def _served(name: str, env: dict[str, str], texts: list[str], args: argparse.Nam
     return _Result(name, rate, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))
 
 
-def _formats(texts: list[str], args: argparse.Namespace) -> None:
+def _formats(texts: list[str], batch: int, args: argparse.Namespace) -> None:
     """The CPU formats side by side, alternated each round: torch fp32, torch bf16 where the CPU
     has it, ONNX Runtime fp32 where installed. Texts/s one text per pass (a query) and
-    ``--batch`` per pass (ingest), and each format's least cosine to torch fp32."""
+    ``batch`` per pass (ingest), and each format's least cosine to torch fp32."""
     formats = {"torch fp32": ("torch", "fp32")}
     if cpu_has_bf16():
         formats["torch bf16"] = ("torch", "bf16")
@@ -117,19 +117,19 @@ def _formats(texts: list[str], args: argparse.Namespace) -> None:
     for name, (backend, precision) in formats.items():
         model = load_model(EmbedderSettings(backend=backend, precision=precision))  # type: ignore[arg-type]
         vectors[name] = np.concatenate(
-            [model.encode(texts[i : i + args.batch]) for i in range(0, len(texts), args.batch)]
+            [model.encode(texts[i : i + batch]) for i in range(0, len(texts), batch)]
         )
         del model
     reference = vectors["torch fp32"]
     print(f"\n{args.words}-word texts, texts/s; the default here: {auto_backend('cpu', 'auto')}")
-    print("| round | format | batch 1 | batch " + str(args.batch) + " | least cosine to torch fp32 |")
+    print("| round | format | batch 1 | batch " + str(batch) + " | least cosine to torch fp32 |")
     print("|---|---|---:|---:|---:|")
     totals = {name: [0.0, 0.0] for name in formats}
     for round_ in range(args.rounds):
         for name in in_turn(totals, round_):
             backend, precision = formats[name]
             one = _offline(backend, texts, 1, args.seconds / 2, precision)
-            many = _offline(backend, texts, args.batch, args.seconds / 2, precision)
+            many = _offline(backend, texts, batch, args.seconds / 2, precision)
             totals[name][0] += one
             totals[name][1] += many
             cosine = float(np.sum(reference * vectors[name], axis=1).min())
@@ -156,8 +156,7 @@ def main() -> None:
     settings = EmbedderSettings()
     backend = args.backend or settings.backend
     batch = settings.max_batch_size
-    args.batch = batch
-    _formats(texts, args)
+    _formats(texts, batch, args)
     if args.formats_only:
         return
 

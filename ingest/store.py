@@ -177,17 +177,21 @@ class ChunkStore:
             )
             return int(rows[0]["count(*)"])
 
-        def rows() -> Iterator[list[dict[str, Any]]]:
-            iterator = self._connected().query_iterator(
-                name, batch_size=2048, filter="", output_fields=[*vs.OUTPUT_FIELDS, vs.LEXICAL]
-            )
-            try:
-                while batch := iterator.next():
-                    yield batch
-            finally:
-                iterator.close()
+        index.reconcile(name, count, lambda: self._batches(name, "", [*vs.OUTPUT_FIELDS, vs.LEXICAL], 2048))
 
-        index.reconcile(name, count, rows)
+    def _batches(
+        self, collection: str, expr: str, fields: list[str], batch_size: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every row matching ``expr``, in batches: an iterator, because offset + limit may not
+        pass the query window."""
+        iterator = self._connected().query_iterator(
+            collection, batch_size=batch_size, filter=expr, output_fields=fields
+        )
+        try:
+            while batch := iterator.next():
+                yield batch
+        finally:
+            iterator.close()
 
     async def exists(self, name: str) -> bool:
         return bool(await self._run("has_collection", name))
@@ -272,20 +276,8 @@ class ChunkStore:
         """Every stored document's id and the source it was loaded from."""
 
         def collect() -> dict[str, str]:
-            # An iterator, because offset + limit may not pass the query window.
-            iterator = self._connected().query_iterator(
-                collection,
-                batch_size=4096,
-                filter=f"{vs.CHUNK_INDEX} == 0",
-                output_fields=[vs.DOC_ID, vs.SOURCE],
-            )
-            sources: dict[str, str] = {}
-            try:
-                while batch := iterator.next():
-                    sources.update((r[vs.DOC_ID], r[vs.SOURCE]) for r in batch)
-            finally:
-                iterator.close()
-            return sources
+            batches = self._batches(collection, f"{vs.CHUNK_INDEX} == 0", [vs.DOC_ID, vs.SOURCE], 4096)
+            return {r[vs.DOC_ID]: r[vs.SOURCE] for batch in batches for r in batch}
 
         result: dict[str, str] = await asyncio.to_thread(collect)
         return result

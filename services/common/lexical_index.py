@@ -156,10 +156,10 @@ class LexicalIndex:
         except sqlite3.OperationalError:  # no such table: not kept here
             return None
 
-    def search(self, collection: str, terms: str, limit: int, ids_only: bool = False) -> list[dict[str, Any]]:
-        """The ``limit`` best chunks for ``terms`` (a lexical query), in Milvus' search-hit
-        shape: ``entity`` (only the chunk id with ``ids_only``) and ``distance`` (the BM25
-        score, negated as Milvus Lite reports it)."""
+    def search(self, collection: str, terms: str, limit: int) -> list[dict[str, Any]]:
+        """The ids of the ``limit`` best chunks for ``terms`` (a lexical query), in Milvus'
+        search-hit shape: ``entity`` holds the chunk id, ``distance`` the BM25 score, negated as
+        Milvus Lite reports it. :meth:`rows` reads the chunks."""
         chunks, index = _names(collection)
         query = " OR ".join(f'"{term}"' for term in terms.split())
         if not query:
@@ -167,14 +167,11 @@ class LexicalIndex:
         # FTS5's bm25() (the rank) is already negated: more relevant is more negative. The
         # best rowids are chosen first, so only they are looked up in the chunk table.
         best = f"SELECT rowid, rank FROM {index} WHERE {index} MATCH ? ORDER BY rank LIMIT ?"
-        columns = "c.chunk_id" if ids_only else _COLUMNS
         found = self._db().execute(
-            f"SELECT {columns}, r.rank FROM ({best}) r JOIN {chunks} c ON c.id = r.rowid ORDER BY r.rank",
+            f"SELECT c.chunk_id, r.rank FROM ({best}) r JOIN {chunks} c ON c.id = r.rowid ORDER BY r.rank",
             (query, limit),
         )
-        if ids_only:
-            return [{"entity": {vs.CHUNK_ID: chunk_id}, "distance": rank} for chunk_id, rank in found]
-        return [{"entity": _entity(row), "distance": row[7]} for row in found]
+        return [{"entity": {vs.CHUNK_ID: chunk_id}, "distance": rank} for chunk_id, rank in found]
 
     def rows(self, collection: str, chunk_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The stored fields of those of ``chunk_ids`` this index holds, by chunk id."""

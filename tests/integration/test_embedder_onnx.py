@@ -39,7 +39,7 @@ def test_a_vector_does_not_depend_on_its_batch(onnx_model: OnnxEmbeddingModel) -
     assert float(np.sum(alone * together, axis=1).min()) >= 0.99999
 
 
-def test_a_second_start_reads_the_export(onnx_model: OnnxEmbeddingModel, tmp_path: Path) -> None:
+def test_a_second_start_reads_the_export(tmp_path: Path) -> None:
     first = OnnxEmbeddingModel("", cache_dir=str(tmp_path))
     exported = list(tmp_path.rglob("*.onnx"))
     assert len(exported) == 1

@@ -52,16 +52,19 @@ def index(tmp_path: Path) -> LexicalIndex:
     return index
 
 
-def test_hits_carry_what_a_search_returns(index: LexicalIndex) -> None:
+def test_a_search_ranks_chunk_ids_and_rows_read_them(index: LexicalIndex) -> None:
     [hit] = index.search(COLLECTION, lexical_query("volcanic"), 10)
-    assert hit["entity"] == {
-        vs.CHUNK_ID: "basalt:0",
-        vs.DOC_ID: "basalt",
-        vs.CHUNK_INDEX: 0,
-        vs.TEXT: "Basalt is a fine-grained volcanic rock.",
-        vs.TITLE: "Basalt",
-        vs.SOURCE: "basalt.md",
-        vs.METADATA: {"n": 0},
+    assert hit["entity"] == {vs.CHUNK_ID: "basalt:0"}
+    assert index.rows(COLLECTION, ["basalt:0", "gone:0"]) == {
+        "basalt:0": {
+            vs.CHUNK_ID: "basalt:0",
+            vs.DOC_ID: "basalt",
+            vs.CHUNK_INDEX: 0,
+            vs.TEXT: "Basalt is a fine-grained volcanic rock.",
+            vs.TITLE: "Basalt",
+            vs.SOURCE: "basalt.md",
+            vs.METADATA: {"n": 0},
+        }
     }
     assert hit["distance"] < 0  # a BM25 score, negated as Milvus Lite reports it
     assert _found(index, "cooled crystal") == ["granite:1", "granite:0"]  # stems; best first

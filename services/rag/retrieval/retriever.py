@@ -203,8 +203,9 @@ class Retriever:
         index: LexicalIndex | None = None,
         ids_only: bool = False,
     ) -> list[Hit]:
-        """``index``: a lexical index that holds ``collection``'s BM25 terms, tried first.
-        ``ids_only``: hits carry their chunk id and scores alone (see :meth:`_filled`)."""
+        """``index``: a lexical index that holds ``collection``'s BM25 terms, tried first; it
+        ranks chunk ids, so it is given only with ``ids_only``: hits that carry their chunk id
+        and scores alone (see :meth:`_filled`)."""
         from pymilvus.exceptions import MilvusException
 
         if anns_field == vs.SPARSE and not str(data).strip():
@@ -212,7 +213,7 @@ class Retriever:
         fields = (vs.CHUNK_ID,) if ids_only else tuple(vs.OUTPUT_FIELDS)
         key = BatchKey(collection, anns_field, filter_expr, limit, fields)
         try:
-            found = await _from_index(index, key, data, ids_only) if index is not None else None
+            found = await _from_index(index, key, data) if index is not None else None
             if found is not None:
                 results = found
             elif self.config.batching:
@@ -334,16 +335,14 @@ def _seen(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-async def _from_index(
-    index: LexicalIndex, key: BatchKey, terms: str, ids_only: bool
-) -> list[dict[str, Any]] | None:
+async def _from_index(index: LexicalIndex, key: BatchKey, terms: str) -> list[dict[str, Any]] | None:
     """BM25 hits from the lexical index, or None where Milvus must answer: the index does not
     hold the collection whole now, or it fails (it is only a faster copy)."""
 
     def search() -> list[dict[str, Any]] | None:
         if not index.searchable(key.collection):
             return None
-        return index.search(key.collection, terms, key.limit, ids_only)
+        return index.search(key.collection, terms, key.limit)
 
     try:
         hits = await asyncio.to_thread(search)
